@@ -1,0 +1,187 @@
+"""Where the audited images come from: ``builtin:shapes`` or ``folder:PATH`` (ImageFolder layout).
+
+Images reach the engine in pixel space [0, 1] at the model's input size, in batches, each with
+its sample id (stable across runs), label (-1 if unknown) and, for builtin data, the
+ground-truth object mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from audit.data import shapes
+from audit.errors import UserError
+from audit.models.spec import InputSpec
+from audit.seeding import generator
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class DataBatch:
+    images: torch.Tensor  # (B, 3, S, S) pixel space
+    labels: torch.Tensor  # (B,) int64, -1 unknown
+    ids: tuple[int, ...]
+    masks: torch.Tensor | None = None  # (B, S, S) bool
+
+
+class Dataset:
+    """A fixed, ordered selection of ``n`` samples."""
+
+    class_names: tuple[str, ...] = ()
+    has_masks: bool = False
+    description: str = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def batch(self, positions: range) -> DataBatch:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int) -> Iterator[DataBatch]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(range(start, min(len(self), start + batch_size)))
+
+    def digest(self) -> str:
+        """sha256 over what identifies the selection (cheap: no decoding needed)."""
+        raise NotImplementedError
+
+
+class ShapesData(Dataset):
+    has_masks = True
+    class_names = shapes.CLASSES
+
+    def __init__(self, split: str, n: int, size: int, seed: int = 0):
+        self.split, self.n, self.size, self.seed = split, n, size, seed
+        self.description = f"builtin:shapes split={split} n={n} size={size}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, positions: range) -> DataBatch:
+        b = shapes.render(list(positions), self.split, seed=self.seed, size=self.size)
+        return DataBatch(b.images, b.labels, tuple(int(i) for i in b.indices), b.masks)
+
+    def digest(self) -> str:
+        key = f"shapes-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+
+def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = []
+    for index, name in enumerate(classes):
+        for path in sorted((root / name).rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append((path, index))
+    return classes, files
+
+
+class FolderData(Dataset):
+    """ImageFolder layout: ``root/<class>/<image>``; resized and centre-cropped to the input size.
+
+    The ``n`` samples are a seeded random choice (so every class can appear), kept in file order.
+    """
+
+    def __init__(self, root: Path, n: int, spec: InputSpec, seed: int, labels: dict[str, int] | None,
+                 max_corrupt: int = 0):
+        self.root, self.spec = root, spec
+        classes, files = list_image_folder(root)
+        if not files:
+            raise UserError(f"image folder {root} holds no images in class sub-folders "
+                            f"({', '.join(IMAGE_SUFFIXES)}); use the layout ROOT/CLASS/IMAGE")
+        if n > len(files):
+            raise UserError(f"data.n is {n} but {root} holds only {len(files)} images; lower n")
+        if labels is not None:
+            missing = [c for c in classes if c not in labels]
+            if missing:
+                raise UserError(f"data.labels gives no model index for the class folder(s) "
+                                f"{', '.join(missing)}; add them")
+        self.class_names = tuple(classes)
+        self.label_of = [labels[c] for c in classes] if labels is not None else list(range(len(classes)))
+        order = torch.randperm(len(files), generator=generator(seed, "folder-selection"))[:n]
+        self.files = [files[i] for i in sorted(order.tolist())]
+        self.ids = tuple(sorted(order.tolist()))
+        self.description = f"folder:{root} n={n} of {len(files)} ({len(classes)} classes)"
+        self.corrupt = self._check_decodes(max_corrupt)
+
+    def _check_decodes(self, max_corrupt: int) -> list[str]:
+        from PIL import Image
+
+        bad = []
+        for path, _ in self.files:
+            try:
+                with Image.open(path) as img:
+                    img.load()
+            except Exception:
+                bad.append(str(path))
+        if len(bad) > max_corrupt:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise UserError(f"{len(bad)} image(s) cannot be decoded: {shown}; fix or remove them "
+                            f"(or raise data.max_corrupt, now {max_corrupt})")
+        if bad:
+            keep = [(p, c) for p, c in self.files if str(p) not in set(bad)]
+            self.ids = tuple(i for (p, _), i in zip(self.files, self.ids) if str(p) not in set(bad))
+            self.files = keep
+        return bad
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, path: Path) -> torch.Tensor:
+        from PIL import Image
+        from torchvision.transforms import functional as TF
+
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img = TF.resize(img, self.spec.size)
+            img = TF.center_crop(img, self.spec.size)
+            return TF.to_tensor(img)
+
+    def batch(self, positions: range) -> DataBatch:
+        picked = [self.files[i] for i in positions]
+        images = torch.stack([self._load(p) for p, _ in picked])
+        labels = torch.tensor([self.label_of[c] for _, c in picked], dtype=torch.long)
+        return DataBatch(images, labels, tuple(self.ids[i] for i in positions))
+
+    def digest(self) -> str:
+        h = hashlib.sha256(b"folder-v1")
+        for path, cls in self.files:
+            stat = path.stat()
+            h.update(f"{path.relative_to(self.root)}|{cls}|{stat.st_size}".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
+
+
+def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+    scheme, sep, rest = cfg.source.partition(":")
+    if not sep or scheme not in ("builtin", "folder") or not rest:
+        return [("source", f"data source {cfg.source!r} must be builtin:shapes or folder:PATH")]
+    if scheme == "builtin":
+        if rest != "shapes":
+            return [("source", f"unknown builtin data set {rest!r}; use builtin:shapes")]
+        problems = []
+        if cfg.split not in shapes.SPLIT_SIZES:
+            problems.append(("split", f"shapes has splits {', '.join(shapes.SPLIT_SIZES)}; "
+                                      f"not {cfg.split!r}"))
+        elif cfg.n > shapes.SPLIT_SIZES[cfg.split]:
+            problems.append(("n", f"n is {cfg.n} but shapes/{cfg.split} has "
+                                  f"{shapes.SPLIT_SIZES[cfg.split]} images; lower n"))
+        return problems
+    root = resolve(rest)
+    if not root.is_dir():
+        return [("source", f"image folder {root} not found; check the path (relative paths start "
+                           "at the suite's folder)")]
+    return []
+
+
+def load_data(cfg, resolve: Callable[[str], Path], spec: InputSpec, seed: int) -> Dataset:
+    scheme, _, rest = cfg.source.partition(":")
+    if scheme == "builtin":
+        return ShapesData(cfg.split, cfg.n, spec.size)
+    return FolderData(resolve(rest), cfg.n, spec, seed, cfg.labels, cfg.max_corrupt)

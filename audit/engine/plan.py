@@ -1,0 +1,35 @@
+"""The audit's cells: one per (attack, explainer, metric); model-level metrics use explainer '-'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.engine.suite import Suite
+from audit.metrics.base import METRICS
+
+NO_EXPLAINER = "-"
+
+
+@dataclass(frozen=True)
+class Cell:
+    attack: str
+    explainer: str
+    metric: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.attack, self.explainer, self.metric)
+
+
+def plan_cells(suite: Suite) -> list[Cell]:
+    """Cells in suite order: attacks outermost, then model-level metrics, then explainers."""
+    cells = []
+    for attack in suite.attacks:
+        for metric in suite.metrics:
+            if not METRICS.get(metric.plugin).per_explainer():
+                cells.append(Cell(attack.id, NO_EXPLAINER, metric.id))
+        for explainer in suite.explainers:
+            for metric in suite.metrics:
+                if METRICS.get(metric.plugin).per_explainer():
+                    cells.append(Cell(attack.id, explainer.id, metric.id))
+    return cells

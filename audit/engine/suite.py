@@ -1,0 +1,268 @@
+"""The suite file: schema, loading and validation with ``SUITE:LINE: message`` problems.
+
+The schema is a contract other tools rely on (issue A). Every problem found is reported, not
+just the first: YAML syntax, unknown keys, wrong types, unknown plugins (with a suggestion),
+plugin parameters, duplicate ids, gates that name nothing the suite computes, and files that
+do not exist.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audit.engine.yaml_lines import YamlProblem, line_of, load_with_lines
+from audit.errors import SuiteError, UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(Strict):
+    size: int = Field(gt=0)
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> InputConfig:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}; give one "
+                             "per channel in both")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std value must be > 0")
+        return self
+
+
+class ModelConfig(Strict):
+    source: str
+    weights: str | None = None
+    input: InputConfig | None = None
+    num_classes: int | None = Field(default=None, gt=0)
+
+
+class DataConfig(Strict):
+    source: str
+    split: str = "test"
+    n: int = Field(default=32, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    labels: dict[str, int] | None = None
+    max_corrupt: int = Field(default=0, ge=0)
+
+
+class PluginItem(Strict):
+    """``name`` or ``{name: {params}}`` with an optional ``id:`` key, normalised."""
+
+    id: str
+    plugin: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"id": value, "plugin": value, "params": {}}
+        if not isinstance(value, dict):
+            raise ValueError("an item is a plugin name or a mapping {plugin-name: {params}}")
+        if set(value) >= {"plugin"}:  # already normalised (e.g. from a manifest)
+            return value
+        names = [k for k in value if k != "id"]
+        if len(names) != 1:
+            raise ValueError("an item names exactly one plugin: {plugin-name: {params}}, optionally "
+                             f"with id:; got keys {', '.join(map(str, value)) or 'none'}")
+        name = names[0]
+        params = value[name]
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ValueError(f"the parameters of {name!r} must be a mapping, e.g. {name}: {{key: value}}")
+        return {"id": value.get("id", name), "plugin": name, "params": params}
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if value in ("", "-", "*") or not re.fullmatch(r"[A-Za-z0-9_.:+-]+", value):
+            raise ValueError(f"id {value!r} must be letters, digits and _ . : + - (not '-' or '*')")
+        return value
+
+
+class Gate(Strict):
+    metric: str
+    attack: str = "*"
+    explainer: str = "*"
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min:, max: or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class Suite(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    target: Literal["predicted", "label"] = "predicted"
+    model: ModelConfig
+    data: DataConfig
+    explainers: list[PluginItem] = Field(default_factory=list)
+    attacks: list[PluginItem] = Field(default_factory=lambda: [PluginItem(id="none", plugin="none")])
+    metrics: list[PluginItem] = Field(default_factory=list)
+    gates: list[Gate] = Field(default_factory=list)
+
+
+@dataclass
+class LoadedSuite:
+    suite: Suite
+    path: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the suite resolved against the suite file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.folder / p)
+
+
+def _format_pydantic(error: dict) -> str:
+    msg = error.get("msg", "invalid value")
+    if error.get("type") == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if error.get("type") == "missing":
+        return "required key is missing; add it"
+    msg = msg.removeprefix("Value error, ")
+    return msg
+
+
+def _loc_path(loc: tuple) -> tuple:
+    """Drop pydantic's union/validator tags from an error location."""
+    return tuple(part for part in loc if not (isinstance(part, str) and part.startswith("function-")))
+
+
+def load_suite(path: str | Path) -> LoadedSuite:
+    """Read and fully validate a suite; raise :class:`SuiteError` listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    if path.is_dir():
+        raise UserError(f"{shown} is a folder; pass the suite's YAML file (e.g. suites/smoke.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"suite file {shown} not found; check the path (suites live in suites/)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read suite file {shown}: {exc}") from None
+    try:
+        data, lines = load_with_lines(text)
+    except YamlProblem as exc:
+        raise SuiteError([f"{shown}:{exc.line}: {exc.message}"]) from None
+    if data is None:
+        raise SuiteError([f"{shown}:1: the suite is empty; see suites/smoke.yaml for the form"])
+    if not isinstance(data, dict):
+        raise SuiteError([f"{shown}:1: a suite is a mapping of keys (name:, model:, data:, ...)"])
+
+    problems: list[tuple[int, str]] = []
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = _loc_path(error["loc"])
+            where = ".".join(str(p) for p in loc)
+            problems.append((line_of(lines, loc), f"{where}: {_format_pydantic(error)}" if where
+                             else _format_pydantic(error)))
+        raise SuiteError([f"{shown}:{line}: {msg}" for line, msg in sorted(problems)]) from None
+
+    loaded = LoadedSuite(suite, path)
+    problems.extend(_check_plugins(suite, lines))
+    if not problems:  # a misspelt plugin would also orphan every gate naming it: report it once
+        problems.extend(_check_gates(suite, lines))
+    problems.extend(_check_sources(loaded, lines))
+    if problems:
+        raise SuiteError([f"{shown}:{line}: {msg}" for line, msg in sorted(problems)])
+    return loaded
+
+
+def _check_plugins(suite: Suite, lines) -> list[tuple[int, str]]:
+    from audit.attacks.base import ATTACKS
+    from audit.explainers.base import EXPLAINERS
+    from audit.metrics.base import METRICS
+
+    problems: list[tuple[int, str]] = []
+    for section, registry in (("explainers", EXPLAINERS), ("attacks", ATTACKS), ("metrics", METRICS)):
+        seen: dict[str, int] = {}
+        for index, item in enumerate(getattr(suite, section)):
+            item_path = (section, index)
+            if item.id in seen:
+                problems.append((line_of(lines, item_path), f"{section}: id {item.id!r} is used twice "
+                                 f"(also item {seen[item.id] + 1}); give one of them another id:"))
+            seen.setdefault(item.id, index)
+            if item.plugin not in registry:
+                problems.append((line_of(lines, item_path + (item.plugin,)),
+                                 f"{section}: {registry.unknown_message(item.plugin)}"))
+                continue
+            params_model = registry.get(item.plugin).Params
+            try:
+                params_model.model_validate(item.params)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    loc = item_path + (item.plugin,) + _loc_path(error["loc"])
+                    key = ".".join(str(p) for p in _loc_path(error["loc"]))
+                    msg = _format_pydantic(error)
+                    if error.get("type") == "extra_forbidden":
+                        known = ", ".join(params_model.model_fields) or "none"
+                        msg = f"unknown parameter; {item.plugin} takes: {known}"
+                    problems.append((line_of(lines, loc), f"{item.plugin}.{key}: {msg}"))
+    return problems
+
+
+def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:
+    from audit.metrics.base import METRICS
+
+    attacks = {a.id for a in suite.attacks}
+    explainers = {e.id for e in suite.explainers}
+    metrics = {m.id: m.plugin for m in suite.metrics}
+    problems = []
+    for index, gate in enumerate(suite.gates):
+        def bad(key: str, msg: str) -> None:
+            problems.append((line_of(lines, ("gates", index, key)), f"gates[{index}].{key}: {msg}"))
+
+        if gate.metric not in metrics:
+            bad("metric", f"the suite computes no metric {gate.metric!r}; add it under metrics: or "
+                          f"use one of {', '.join(sorted(metrics)) or '(none listed)'}")
+        if gate.attack != "*" and gate.attack not in attacks:
+            bad("attack", f"no attack with id {gate.attack!r} in this suite; use one of "
+                          f"{', '.join(sorted(attacks))} or '*'")
+        if gate.explainer not in ("*", "-") and gate.explainer not in explainers:
+            bad("explainer", f"no explainer with id {gate.explainer!r} in this suite; use one of "
+                             f"{', '.join(sorted(explainers)) or '(none)'}, '*' or '-'")
+        plugin = metrics.get(gate.metric)
+        if plugin in METRICS:
+            per_explainer = METRICS.get(plugin).per_explainer()
+            if per_explainer and gate.explainer == "-":
+                bad("explainer", f"metric {gate.metric!r} is computed per explainer; name one or '*'")
+            if not per_explainer and gate.explainer not in ("*", "-"):
+                bad("explainer", f"metric {gate.metric!r} does not depend on an explainer; use '-'")
+            if per_explainer and not suite.explainers:
+                bad("metric", f"metric {gate.metric!r} needs an explainer and the suite lists none")
+    return problems
+
+
+def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
+    from audit.data.sources import check_data_config
+    from audit.models.sources import check_model_config
+
+    problems = []
+    for key, msg in check_model_config(loaded.suite.model, loaded.resolve):
+        problems.append((line_of(lines, ("model", key)), f"model.{key}: {msg}"))
+    for key, msg in check_data_config(loaded.suite.data, loaded.resolve):
+        problems.append((line_of(lines, ("data", key)), f"data.{key}: {msg}"))
+    return problems

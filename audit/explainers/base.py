@@ -1,0 +1,109 @@
+"""The explainer interface: a batch of normalised images in, a batch of (B, H, W) maps out."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from audit.models.spec import InputSpec
+from audit.registry import Plugin, Registry
+from audit.seeding import generator
+
+
+@dataclass(frozen=True)
+class ExplainContext:
+    """What an explainer may use besides the model and the images.
+
+    ``seed`` derives from the suite seed and the explainer's id only, so the original and the
+    attacked model of one cell are explained with the same random numbers (e.g. RISE masks).
+    ``sample_ids`` identify the images (dataset indices): per-image randomness such as
+    SmoothGrad's noise derives from them, so a batch explains the same as its images one by one.
+    """
+
+    spec: InputSpec
+    seed: int = 0
+    sample_ids: tuple[int, ...] = ()
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def sample_generator(self, position: int, *identity: object) -> torch.Generator:
+        """A generator for the image at ``position`` in the batch, independent of the batch."""
+        sample = self.sample_ids[position] if self.sample_ids else position
+        return generator(self.seed, "sample", sample, *identity, device=self.device)
+
+    def subset(self, positions: slice) -> ExplainContext:
+        ids = tuple(self.sample_ids[positions]) if self.sample_ids else ()
+        return ExplainContext(self.spec, self.seed, ids, self.device)
+
+
+class Explainer(Plugin):
+    """Base class. Subclasses implement :meth:`explain` and declare their capabilities."""
+
+    needs_gradients: ClassVar[bool] = True  # calls backward on the model
+    black_box: ClassVar[bool] = False  # uses only the model's outputs
+    differentiable: ClassVar[bool] = False  # supports create_graph=True (map inside a loss)
+    signed: ClassVar[bool] = False  # map keeps the attribution's sign (channels summed)
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        return {"needs_gradients": cls.needs_gradients, "black_box": cls.black_box,
+                "differentiable": cls.differentiable, "signed": cls.signed}
+
+    def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                ctx: ExplainContext) -> torch.Tensor:
+        """Maps (B, H, W) float for images ``x`` (B, C, H, W) and classes ``target`` (B,)."""
+        raise NotImplementedError
+
+    def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                           create_graph: bool = True) -> torch.Tensor:
+        """Maps (B, H, W) that keep their autograd graph to ``model``'s parameters (and ``x``).
+
+        Only explainers with ``differentiable = True`` implement it (issue F puts maps in a loss).
+        """
+        raise NotImplementedError(f"explainer {self.name!r} has no differentiable path")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                 ctx: ExplainContext) -> torch.Tensor:
+        maps = self.explain(model, x, target, ctx)
+        expected = (x.shape[0], x.shape[-2], x.shape[-1])
+        if tuple(maps.shape) != expected:
+            raise RuntimeError(f"explainer {self.name!r} returned shape {tuple(maps.shape)}, "
+                               f"expected {expected}")
+        return maps.detach().float()
+
+
+def without_inplace(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose in-place activations are not in place.
+
+    torchvision's ``ReLU(inplace=True)`` breaks backward hooks and double backprop (METHODS §2);
+    the user's model is never changed.
+    """
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if hasattr(module, "inplace") and isinstance(getattr(module, "inplace"), bool):
+            module.inplace = False
+    return clone
+
+
+EXPLAINERS: Registry[Explainer] = Registry("explainer", Explainer, "audit.explainers")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; every submodule's own mode is restored afterwards.
+
+    Restoring per module (not ``model.train(was_training)``) keeps e.g. BatchNorm layers a caller
+    froze in eval mode inside a training model frozen.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

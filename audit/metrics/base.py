@@ -1,0 +1,94 @@
+"""The metric interface: per-image values with a status, summarised by the engine.
+
+A metric declares what it compares (``compares``):
+
+- ``maps``: the clean map (original model, clean image) vs the attacked setting's map;
+- ``map_model``: the attacked setting's map, judged by its own model and inputs (faithfulness);
+- ``map_truth``: the attacked setting's map vs the ground-truth object mask;
+- ``model``: the attacked model alone (no explainer; summary rows use explainer ``-``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from audit.models.spec import InputSpec
+from audit.registry import Plugin, Registry
+
+Compares = Literal["maps", "map_model", "map_truth", "model"]
+STATUSES = ("ok", "degenerate", "skipped", "error")
+
+
+@dataclass
+class MetricInputs:
+    spec: InputSpec
+    x: torch.Tensor  # clean images, normalised (B, C, H, W)
+    x_attacked: torch.Tensor  # the attacked setting's images
+    model: nn.Module  # the original model
+    attacked_model: nn.Module  # the attacked setting's model
+    target: torch.Tensor  # (B,) class explained and scored
+    labels: torch.Tensor  # (B,) ground-truth labels (-1 where unknown)
+    predicted: torch.Tensor  # (B,) original model on clean images
+    predicted_attacked: torch.Tensor  # (B,) attacked model on attacked images
+    map: torch.Tensor | None = None  # (B, H, W) clean map
+    map_attacked: torch.Tensor | None = None  # (B, H, W) attacked setting's map
+    truth: torch.Tensor | None = None  # (B, H, W) bool object masks, if the data has them
+    seed: int = 0  # derived from the suite seed and the cell's identity
+    sample_ids: tuple[int, ...] = ()
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # FSR "active" fooling (METHODS §4): the original model's clean map for the swapped class c₂.
+    map_swap: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class MetricResult:
+    """Per-image values (float64; NaN only where status is skipped or error) and statuses."""
+
+    values: torch.Tensor
+    status: list[str]
+    reasons: list[str | None]
+
+    @classmethod
+    def from_values(cls, values: torch.Tensor, degenerate: torch.Tensor | None = None,
+                    degenerate_reason: str = "degenerate map") -> MetricResult:
+        values = values.detach().to(torch.float64).cpu()
+        flags = degenerate.cpu().tolist() if degenerate is not None else [False] * values.numel()
+        return cls(values, ["degenerate" if d else "ok" for d in flags],
+                   [degenerate_reason if d else None for d in flags])
+
+    @classmethod
+    def skipped(cls, n: int, reason: str) -> MetricResult:
+        return cls(torch.full((n,), float("nan"), dtype=torch.float64), ["skipped"] * n, [reason] * n)
+
+    @classmethod
+    def error(cls, n: int, reason: str) -> MetricResult:
+        return cls(torch.full((n,), float("nan"), dtype=torch.float64), ["error"] * n, [reason] * n)
+
+
+class Metric(Plugin):
+    """Base class. Subclasses implement :meth:`compute` and declare direction and inputs."""
+
+    higher_is_better: ClassVar[bool] = True
+    compares: ClassVar[Compares] = "maps"
+
+    @classmethod
+    def per_explainer(cls) -> bool:
+        return cls.compares != "model"
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        return {"higher_is_better": cls.higher_is_better, "compares": cls.compares}
+
+    def compute(self, inputs: MetricInputs) -> MetricResult:
+        raise NotImplementedError
+
+
+METRICS: Registry[Metric] = Registry("metric", Metric, "audit.metrics")

@@ -1,0 +1,57 @@
+"""report.md: verdict, gate results and the summary table."""
+
+from __future__ import annotations
+
+from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK
+
+VERDICTS = {
+    EXIT_OK: "PASS — every gate holds",
+    EXIT_GATE_FAILED: "FAIL — at least one gate failed",
+    EXIT_INCOMPLETE: "INCOMPLETE — some cells errored; their numbers are missing",
+}
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _cell(text: object) -> str:
+    """Markdown table cells: user-controlled text must not break the table."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(result, manifest: dict) -> str:
+    suite = manifest["suite"]
+    lines = [f"# explain-audit report: {_cell(suite['name'])}", "",
+             f"**{VERDICTS.get(result.exit_code, result.exit_code)}**", "",
+             f"- model: `{_cell(manifest['model']['source'])}` (digest {manifest['model']['digest'][:12]})",
+             f"- data: {_cell(manifest['data']['description'])}",
+             f"- seed: {manifest['seed']}; device: {manifest['device']}; "
+             f"wall time {manifest['timings_s'].get('total', 0):.1f} s", ""]
+    lines += ["## Gates", ""]
+    if not result.gates:
+        lines += ["No gates in this suite.", ""]
+    else:
+        lines += ["| gate | result | detail |", "|---|---|---|"]
+        for gate in result.gates:
+            lines.append(f"| {_cell(gate.label)} | {'pass' if gate.passed else '**FAIL**'} | "
+                         f"{_cell(gate.message)} |")
+        lines.append("")
+    lines += ["## Summary", "",
+              "Mean over images with its 95 % bootstrap interval; ↑ higher is better, ↓ lower is better.",
+              "",
+              "| attack | explainer | metric | n | mean | 95 % CI | dir | status | degenerate |",
+              "|---|---|---|---:|---:|---|---|---|---:|"]
+    for row in result.summary:
+        ci = "–" if row["ci_low"] is None else f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_cell(row['metric'])} | "
+                     f"{row['n']} | {_fmt(row['mean'])} | {ci} | {'↑' if row['higher_is_better'] else '↓'} "
+                     f"| {row['status']} | {row['degenerate']} |")
+    reasons = sorted({(r["attack"], r["explainer"], r["metric"], r.get("reason", ""))
+                      for r in result.records if r["status"] in ("error", "skipped")})
+    if reasons:
+        lines += ["", "## Skipped and failed cells", ""]
+        for attack, explainer, metric, reason in reasons[:50]:
+            lines.append(f"- {_cell(attack)} / {_cell(explainer)} / {_cell(metric)}: {_cell(reason)}")
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def cli_env():
+    """Environment for running the installed CLI in a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def explain_audit():
+    """argv prefix that runs the CLI with the interpreter running the tests."""
+    return [sys.executable, "-m", "audit.cli"]

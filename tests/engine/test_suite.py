@@ -1,0 +1,112 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from audit.engine.plan import plan_cells
+from audit.engine.suite import load_suite
+from audit.errors import SuiteError, UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = """\
+name: t
+seed: 3
+model:
+  source: builtin:shapes-resnet
+data:
+  source: builtin:shapes
+  n: 4
+  batch_size: 2
+explainers:
+  - saliency
+  - id: sal-prob
+    saliency: {output: probability}
+attacks: [none, {gaussian_noise: {sigma: 0.1}}]
+metrics: [spearman, accuracy]
+gates:
+  - {attack: gaussian_noise, explainer: saliency, metric: spearman, min: 0.3}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path, text) -> list[str]:
+    with pytest.raises(SuiteError) as err:
+        load_suite(write(tmp_path, text))
+    return err.value.problems
+
+
+def test_shipped_suites_validate():
+    for name in ("smoke.yaml", "full.yaml"):
+        loaded = load_suite(ROOT / "suites" / name)
+        assert loaded.suite.explainers and loaded.suite.metrics
+
+
+def test_items_normalise_and_cells_are_planned(tmp_path):
+    suite = load_suite(write(tmp_path, BASE)).suite
+    assert [(e.id, e.plugin, e.params) for e in suite.explainers] == [
+        ("saliency", "saliency", {}), ("sal-prob", "saliency", {"output": "probability"})]
+    cells = plan_cells(suite)
+    # 2 attacks x (1 model metric + 2 explainers x 1 map metric)
+    assert len(cells) == 6
+    assert {c.explainer for c in cells if c.metric == "accuracy"} == {"-"}
+
+
+def test_near_miss_plugin_name_reports_line_and_suggestion(tmp_path):
+    found = problems(tmp_path, BASE.replace("  - saliency\n  - id", "  - salency\n  - id"))
+    # the gate naming 'saliency' is orphaned by the typo too; only the cause is reported
+    assert len(found) == 1
+    assert found[0].startswith(f"{tmp_path / 'suite.yaml'}:10: ")
+    assert "did you mean 'saliency'?" in found[0]
+
+
+def test_wrong_parameter_and_unknown_parameter(tmp_path):
+    found = problems(tmp_path, BASE.replace("sigma: 0.1", "sigma: loud").replace(
+        "{output: probability}", "{outptu: probability}"))
+    assert any(":12: " in p and "unknown parameter" in p and "output" in p for p in found)
+    assert any(":13: " in p and "sigma" in p for p in found)
+
+
+def test_every_problem_is_reported_with_its_line(tmp_path):
+    text = BASE.replace("seed: 3", "seed: three").replace("  n: 4", "  n: 4\n  colour: red")
+    found = problems(tmp_path, text)
+    assert any(":2: " in p and "seed" in p for p in found)
+    assert any(":8: " in p and "unknown key" in p for p in found)
+
+
+def test_duplicate_ids_and_bad_gates(tmp_path):
+    text = BASE.replace("  - id: sal-prob\n", "  - id: saliency\n")
+    assert any("used twice" in p for p in problems(tmp_path, text))
+    found = problems(tmp_path, BASE + "  - {attack: nope, explainer: saliency, metric: aopc, min: 0}\n")
+    assert any(":17: " in p and "computes no metric 'aopc'" in p for p in found)
+    assert any(":17: " in p and "no attack with id 'nope'" in p for p in found)
+
+
+def test_missing_files_and_sources(tmp_path):
+    text = BASE.replace("source: builtin:shapes-resnet", "source: builtin:shapes-resnet\n  weights: nope.pt")
+    assert any("weights file" in p and "not found" in p for p in problems(tmp_path, text))
+    text = BASE.replace("source: builtin:shapes\n", "source: folder:missing_dir\n")
+    assert any("image folder" in p for p in problems(tmp_path, text))
+    text = BASE.replace("builtin:shapes-resnet", "onnx:model.onnx")
+    assert any("model.source" in p for p in problems(tmp_path, text))
+    text = BASE.replace("  n: 4", "  n: 999999")
+    assert any("lower n" in p for p in problems(tmp_path, text))
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    found = problems(tmp_path, "name: [x\n")
+    assert len(found) == 1 and "invalid YAML" in found[0]
+    with pytest.raises(UserError, match="not found"):
+        load_suite(tmp_path / "absent.yaml")
+    assert problems(tmp_path, "")[0].endswith("the suite is empty; see suites/smoke.yaml for the form")
+
+
+def test_gate_needs_a_bound_and_model_metrics_use_dash(tmp_path):
+    found = problems(tmp_path, BASE + "  - {metric: accuracy, explainer: saliency}\n")
+    assert any("min:, max: or both" in p for p in found)
+    found = problems(tmp_path, BASE + "  - {metric: accuracy, explainer: saliency, min: 0.5}\n")
+    assert any("does not depend on an explainer" in p for p in found)
