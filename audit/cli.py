@@ -31,6 +31,12 @@ def run(
     suite: Path = typer.Argument(..., help="the suite YAML file, e.g. suites/smoke.yaml"),
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default reports/<suite name>)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache folder (default $EXPLAIN_AUDIT_CACHE "
+                                        "or ~/.cache/explain-audit); 'none' disables it"),
+    workers: int = typer.Option(1, "--workers", help="local worker processes"),
+    backend: str = typer.Option("local", "--backend", help="local or ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --backend ray)"),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray num_gpus per task"),
 ) -> None:
     """Run every cell of a suite and write results.jsonl, summary.csv, report.md, manifest.json."""
     from audit.engine.progress import Progress
@@ -40,7 +46,9 @@ def run(
     try:
         loaded = load_suite(suite)
         target = out if out is not None else Path("reports") / loaded.suite.name
-        result = run_suite(loaded, target, Progress(quiet=quiet))
+        cache_dir = "default" if cache is None else (None if cache.lower() == "none" else Path(cache))
+        result = run_suite(loaded, target, Progress(quiet=quiet), cache_dir=cache_dir, workers=workers,
+                           backend=backend, address=address, gpus_per_task=gpus_per_task)
     except UserError as exc:
         _fail(exc)
         return

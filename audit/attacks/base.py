@@ -8,6 +8,7 @@ attacks). Both receive seeds derived from the suite seed and the attack's id.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -51,6 +52,20 @@ class Attack(Plugin):
     def prepare(self, model: nn.Module, ctx: AttackContext) -> nn.Module:
         """The model of the attacked setting. Never modify ``model`` itself."""
         return model
+
+    def export_state(self, attacked: nn.Module) -> dict[str, torch.Tensor] | None:
+        """Tensors that rebuild a prepared model attack (cached), or None for nothing to keep.
+
+        The default suits attacks that change weights but not the architecture (fine-tuning,
+        randomisation); attacks that add modules (a gate) override both methods.
+        """
+        return attacked.state_dict() if self.kind == "model" else None
+
+    def import_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+        """The attacked model rebuilt from :meth:`export_state`'s tensors."""
+        clone = copy.deepcopy(model)
+        clone.load_state_dict(state)
+        return clone.eval()
 
     def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: AttackContext) -> torch.Tensor:

@@ -1,0 +1,314 @@
+"""Compute the audit's records, one unit of work at a time.
+
+A unit is (batch index, explainer id) — or (batch index, '-') for the model-level metrics — and
+covers every attack. Within a unit the clean map of the batch is computed once and shared by
+all attacks; the attacked setting's map uses the same explainer seed (common random numbers).
+Every random draw derives from the suite seed and the identity of what draws it, so a unit
+gives the same records in any process, in any order, on any backend.
+
+Finished (cell, batch) results and maps are cached by content keys (see ``cache.py``), which is
+what makes a killed run resume where it stopped. A failure inside an attack, explainer or
+metric marks the affected records ``error`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from audit.attacks.base import ATTACKS, Attack, AttackContext
+from audit.data.sources import DataBatch, Dataset, load_data
+from audit.engine.cache import Cache, code_digest, make_key
+from audit.engine.plan import NO_EXPLAINER
+from audit.engine.suite import LoadedSuite
+from audit.errors import UserError
+from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
+from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.sources import LoadedModel, load_model
+from audit.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class Unit:
+    batch: int
+    group: str  # an explainer id, or '-' for the model-level metrics
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
+    """One real batch through the model: finite 2-D logits with a class for every label."""
+    batch = data.batch(range(min(len(data), 4)))
+    x = loaded.spec.normalize(batch.images.to(device))
+    try:
+        with torch.no_grad():
+            out = loaded.model(x)
+    except Exception as exc:
+        raise UserError(f"the model failed on a batch of shape {tuple(x.shape)}: "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; check model.input "
+                        "(size) and the model source") from None
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"the model returned {type(out).__name__}, not a tensor of logits; wrap it so "
+                        "forward() returns a (batch, classes) tensor")
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+        raise UserError(f"the model returned shape {tuple(out.shape)} for {x.shape[0]} images; a "
+                        "classifier must return (batch, classes) logits")
+    if not torch.isfinite(out).all():
+        raise UserError("the model returned NaN or infinite logits on clean images; check its weights "
+                        "and model.input (mean/std)")
+    classes = int(out.shape[1])
+    if len(data.class_names) > classes:
+        raise UserError(f"the data has {len(data.class_names)} classes but the model returns {classes} "
+                        "logits; use a matching model, set model.num_classes, or map classes with "
+                        "data.labels")
+    top_label = max((int(v) for v in batch.labels.tolist()), default=-1)
+    if top_label >= classes:
+        raise UserError(f"label {top_label} is outside the model's {classes} classes; fix data.labels")
+    return classes
+
+
+class Runner:
+    """Everything a unit of work needs: model, data, plugins, attacked models, cache."""
+
+    def __init__(self, loaded: LoadedSuite, cache: Cache, *, model: LoadedModel | None = None,
+                 data: Dataset | None = None, device: torch.device | None = None):
+        self.loaded = loaded
+        self.suite = loaded.suite
+        self.cache = cache
+        self.timings: dict[str, float] = defaultdict(float)
+        started = time.perf_counter()
+        self.device = device or pick_device(self.suite.device)
+        self.model = model or load_model(self.suite.model, loaded.resolve, self.device)
+        if self.model.model is not None:
+            self.model.model.to(self.device).eval()
+        self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
+        if self.suite.target == "label" and not self.data.class_names:
+            raise UserError("target: label needs labelled data")
+        self.items = {"explainers": {i.id: i for i in self.suite.explainers},
+                      "attacks": {i.id: i for i in self.suite.attacks},
+                      "metrics": {i.id: i for i in self.suite.metrics}}
+        self.explainers: dict[str, Explainer] = {
+            i.id: EXPLAINERS.create(i.plugin, i.params) for i in self.suite.explainers}
+        self.attacks: dict[str, Attack] = {i.id: ATTACKS.create(i.plugin, i.params) for i in self.suite.attacks}
+        self.metrics: dict[str, Metric] = {i.id: METRICS.create(i.plugin, i.params) for i in self.suite.metrics}
+        self.data_digest = self.data.digest()
+        self._attacked: dict[str, nn.Module | Exception] = {}
+        self.timings["setup"] += time.perf_counter() - started
+
+    # -- plan ----------------------------------------------------------------------------------
+    def n_batches(self) -> int:
+        return math.ceil(len(self.data) / self.suite.data.batch_size)
+
+    def units(self) -> list[Unit]:
+        groups = []
+        if any(not m.per_explainer() for m in self.metrics.values()):
+            groups.append(NO_EXPLAINER)
+        if any(m.per_explainer() for m in self.metrics.values()):
+            groups.extend(self.explainers)
+        return [Unit(b, g) for b in range(self.n_batches()) for g in groups]
+
+    def metric_ids(self, group: str) -> list[str]:
+        per_explainer = group != NO_EXPLAINER
+        return [m for m, metric in self.metrics.items() if metric.per_explainer() == per_explainer]
+
+    def batch(self, index: int) -> DataBatch:
+        size = self.suite.data.batch_size
+        return self.data.batch(range(index * size, min(len(self.data), (index + 1) * size)))
+
+    # -- keys ----------------------------------------------------------------------------------
+    def _item(self, section: str, item_id: str):
+        if item_id == NO_EXPLAINER:
+            return NO_EXPLAINER
+        item = self.items[section][item_id]
+        plugin = {"explainers": EXPLAINERS, "attacks": ATTACKS, "metrics": METRICS}[section].get(item.plugin)
+        return {**item.model_dump(mode="json"), "code": code_digest(plugin)}
+
+    def _base_key(self) -> dict:
+        return {"seed": self.suite.seed, "target": self.suite.target, "model": self.model.digest,
+                "data": self.data_digest, "engine": code_digest("audit.engine.runner")}
+
+    def cell_key(self, attack_id: str, explainer_id: str, metric_id: str, ids) -> str:
+        return make_key(kind="cell", attack=self._item("attacks", attack_id),
+                        explainer=self._item("explainers", explainer_id),
+                        metric=self._item("metrics", metric_id), ids=list(ids), **self._base_key())
+
+    def map_key(self, explainer_id: str, attack_id: str | None, ids) -> str:
+        return make_key(kind="map", explainer=self._item("explainers", explainer_id),
+                        attack=None if attack_id is None else self._item("attacks", attack_id),
+                        ids=list(ids), **self._base_key())
+
+    # -- attacked settings ---------------------------------------------------------------------
+    def attack_context(self, attack_id: str, ids=()) -> AttackContext:
+        return AttackContext(self.model.spec, derive_seed(self.suite.seed, "attack", attack_id),
+                             tuple(ids), self.device)
+
+    def attacked_model(self, attack_id: str) -> nn.Module:
+        """The attacked setting's model, prepared once per process (and cached for model attacks)."""
+        if attack_id not in self._attacked:
+            started = time.perf_counter()
+            attack = self.attacks[attack_id]
+            key = make_key(kind="attacked-model", attack=self._item("attacks", attack_id), **self._base_key())
+            try:
+                state = self.cache.get_tensors("models", key) if attack.kind == "model" else None
+                if state is not None:
+                    self._attacked[attack_id] = attack.import_state(self.model.model, state).to(self.device)
+                else:
+                    prepared = attack.prepare(self.model.model, self.attack_context(attack_id))
+                    exported = attack.export_state(prepared)
+                    if exported is not None:
+                        self.cache.put_tensors("models", key, exported)
+                    self._attacked[attack_id] = prepared
+            except Exception as exc:  # recorded as errors of every cell of this attack
+                self._attacked[attack_id] = exc
+            self.timings[f"prepare {attack_id}"] += time.perf_counter() - started
+        return self._attacked[attack_id]
+
+    # -- one unit ------------------------------------------------------------------------------
+    def _timed(self, stage: str, fn, *args):
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.timings[stage] += time.perf_counter() - started
+
+    def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None):
+        key = self.map_key(explainer_id, attack_id, ids)
+        cached = self.cache.get_tensors("maps", key)
+        if cached is not None:
+            return cached["map"].to(self.device)
+        ctx = ExplainContext(self.model.spec, derive_seed(self.suite.seed, "explainer", explainer_id),
+                             tuple(ids), self.device)
+        maps = self._timed(f"explain {explainer_id}", self.explainers[explainer_id], model, x, target, ctx)
+        self.cache.put_tensors("maps", key, {"map": maps})
+        return maps
+
+    @staticmethod
+    def _records(attack: str, explainer: str, metric: str, ids, result: MetricResult) -> list[dict]:
+        out = []
+        for sample, value, status, reason in zip(ids, result.values.tolist(), result.status, result.reasons):
+            if status in ("ok", "degenerate") and not math.isfinite(value):
+                status, reason = "error", "metric returned a non-finite value"
+            record = {"attack": attack, "explainer": explainer, "metric": metric, "sample": int(sample),
+                      "value": float(value) if math.isfinite(value) else None, "status": status}
+            if reason:
+                record["reason"] = str(reason)
+            out.append(record)
+        return out
+
+    def _compute(self, metric_id: str, inputs: MetricInputs) -> MetricResult:
+        metric = self.metrics[metric_id]
+        if metric.compares == "map_truth" and inputs.truth is None:
+            return MetricResult.skipped(inputs.batch_size, "the data has no ground-truth masks")
+        try:
+            result = self._timed(f"metric {metric_id}", metric.compute, inputs)
+        except Exception as exc:
+            return MetricResult.error(inputs.batch_size, f"metric {metric_id!r} failed: "
+                                                         f"{type(exc).__name__}: {exc}")
+        if len(result.status) != inputs.batch_size:
+            return MetricResult.error(inputs.batch_size, f"metric {metric_id!r} returned "
+                                                         f"{len(result.status)} values for "
+                                                         f"{inputs.batch_size} images")
+        return result
+
+    def run_unit(self, unit: Unit) -> list[dict]:
+        """All records of ``unit``: every attack x the group's metrics x the batch's images."""
+        metric_ids = self.metric_ids(unit.group)
+        batch = self.batch(unit.batch)
+        ids, n = batch.ids, len(batch.ids)
+        records: list[dict] = []
+        pending: dict[str, list[str]] = {}
+        for attack_id in self.attacks:
+            missing = []
+            for metric_id in metric_ids:
+                cached = self.cache.get_json("cells", self.cell_key(attack_id, unit.group, metric_id, ids))
+                if cached is not None:
+                    records.extend(cached)
+                else:
+                    missing.append(metric_id)
+            if missing:
+                pending[attack_id] = missing
+        if not pending:
+            return records
+
+        model = self.model.model
+        x = self.model.spec.normalize(batch.images.to(self.device))
+        labels = batch.labels.to(self.device)
+        with torch.no_grad():
+            predicted = model(x).argmax(dim=1)
+        target = labels if self.suite.target == "label" else predicted
+        truth = None if batch.masks is None else batch.masks.to(self.device)
+        clean_map: list = []  # computed on first need, shared by every attack of the unit
+
+        for attack_id, missing in pending.items():
+            results = self._attack_cells(attack_id, unit.group, missing, batch, x, labels, predicted,
+                                         target, truth, clean_map)
+            for metric_id, result in results.items():
+                new = self._records(attack_id, unit.group, metric_id, ids, result)
+                if all(r["status"] != "error" for r in new):  # errors are retried on the next run
+                    self.cache.put_json("cells", self.cell_key(attack_id, unit.group, metric_id, ids), new)
+                records.extend(new)
+        return records
+
+    def _attack_cells(self, attack_id, group, metric_ids, batch, x, labels, predicted, target, truth,
+                      clean_map) -> dict[str, MetricResult]:
+        ids, n = batch.ids, len(batch.ids)
+        attack = self.attacks[attack_id]
+        attacked = self.attacked_model(attack_id)
+        if isinstance(attacked, Exception):
+            reason = f"attack {attack_id!r} could not be prepared: {type(attacked).__name__}: {attacked}"
+            return {m: MetricResult.error(n, reason) for m in metric_ids}
+        model = self.model.model
+        try:
+            x_att = self._timed(f"attack {attack_id}", attack.perturb, model, x, target,
+                                self.attack_context(attack_id, ids)).detach()
+            with torch.no_grad():
+                logits_att = attacked(x_att)
+            if not torch.isfinite(logits_att).all():
+                raise RuntimeError("the attacked model returned non-finite logits")
+            predicted_att = logits_att.argmax(dim=1)
+        except Exception as exc:
+            reason = f"attack {attack_id!r} failed: {type(exc).__name__}: {exc}"
+            return {m: MetricResult.error(n, reason) for m in metric_ids}
+
+        map_clean = map_att = None
+        if group != NO_EXPLAINER:
+            try:
+                if not clean_map:
+                    clean_map.append(self._explain(group, model, x, target, ids, None))
+                map_clean = clean_map[0]
+                map_att = map_clean if attack.kind == "identity" else self._explain(
+                    group, attacked, x_att, target, ids, attack_id)
+            except Exception as exc:
+                reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
+                return {m: MetricResult.error(n, reason) for m in metric_ids}
+
+        results = {}
+        for metric_id in metric_ids:
+            inputs = MetricInputs(
+                spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
+                target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
+                map=map_clean, map_attacked=map_att, truth=truth,
+                seed=derive_seed(self.suite.seed, "metric", attack_id, group, metric_id),
+                sample_ids=tuple(ids), device=self.device)
+            results[metric_id] = self._compute(metric_id, inputs)
+        return results
+
+
+def order_records(records: list[dict], suite) -> list[dict]:
+    """Plan order whatever order units finished in: attack, explainer ('-' first), metric, sample."""
+    attacks = {a.id: i for i, a in enumerate(suite.attacks)}
+    explainers = {NO_EXPLAINER: -1, **{e.id: i for i, e in enumerate(suite.explainers)}}
+    metrics = {m.id: i for i, m in enumerate(suite.metrics)}
+    return sorted(records, key=lambda r: (attacks[r["attack"]], explainers[r["explainer"]],
+                                          metrics[r["metric"]], r["sample"]))
