@@ -13,8 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARG) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARG) -e '.[dev,ray]'
 	touch $(STAMP)
 
 audit: setup
