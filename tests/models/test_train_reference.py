@@ -24,9 +24,11 @@ def test_augment_is_deterministic_under_a_seed():
 
 @pytest.mark.slow
 def test_the_recipe_still_learns():
-    # A short run of the shipped recipe: far from the 95 % of the full run, far above chance (1/6).
-    recipe = Recipe(epochs=3, n_train=3000, warmup=0.05)
+    # A short run of the shipped recipe (3 of its 20 epochs, half its data): far from the full
+    # run's accuracy, but the loss falls and accuracy is at least twice chance (1/6). Measured
+    # here: loss 1.80 -> 1.56, val accuracy 0.47.
+    recipe = Recipe(epochs=3, n_train=6000, warmup=0.1)
     model, history = train(recipe, log=lambda _: None)
     losses = [e["loss"] for e in history["epochs"]]
     assert losses[-1] < losses[0] - 0.1
-    assert evaluate(model, "val", n=600) > 0.4
+    assert evaluate(model, "val", n=600) > 2 / 6
