@@ -1,6 +1,7 @@
 from importlib import metadata
 
 import pytest
+from pydantic import ValidationError
 
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, Explainer
@@ -58,7 +59,7 @@ def test_create_validates_params():
     reg = make_registry()
     reg.register("p")(type("PExpl", (_Base,), {"Params": P}))
     assert reg.create("p", {"n": 5}).params.n == 5
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         reg.create("p", {"m": 1})  # extra keys are forbidden
 
 

@@ -126,7 +126,7 @@ class FolderData(Dataset):
                             f"(or raise data.max_corrupt, now {max_corrupt})")
         if bad:
             keep = [(p, c) for p, c in self.files if str(p) not in set(bad)]
-            self.ids = tuple(i for (p, _), i in zip(self.files, self.ids) if str(p) not in set(bad))
+            self.ids = tuple(i for (p, _), i in zip(self.files, self.ids, strict=True) if str(p) not in set(bad))
             self.files = keep
         return bad
 

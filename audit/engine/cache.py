@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def make_key(**parts: Any) -> str:
     return hashlib.sha256(canonical(parts).encode("utf-8")).hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(obj: type | str) -> str:
     """sha256 of the source file defining ``obj`` (a class or a module name)."""
     try:

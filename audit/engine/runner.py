@@ -196,7 +196,8 @@ class Runner:
     @staticmethod
     def _records(attack: str, explainer: str, metric: str, ids, result: MetricResult) -> list[dict]:
         out = []
-        for sample, value, status, reason in zip(ids, result.values.tolist(), result.status, result.reasons):
+        rows = zip(ids, result.values.tolist(), result.status, result.reasons, strict=True)
+        for sample, value, status, reason in rows:
             if status in ("ok", "degenerate") and not math.isfinite(value):
                 status, reason = "error", "metric returned a non-finite value"
             record = {"attack": attack, "explainer": explainer, "metric": metric, "sample": int(sample),
@@ -215,7 +216,7 @@ class Runner:
         except Exception as exc:
             return MetricResult.error(inputs.batch_size, f"metric {metric_id!r} failed: "
                                                          f"{type(exc).__name__}: {exc}")
-        if len(result.status) != inputs.batch_size:
+        if not len(result.status) == len(result.reasons) == result.values.numel() == inputs.batch_size:
             return MetricResult.error(inputs.batch_size, f"metric {metric_id!r} returned "
                                                          f"{len(result.status)} values for "
                                                          f"{inputs.batch_size} images")
@@ -225,7 +226,7 @@ class Runner:
         """All records of ``unit``: every attack x the group's metrics x the batch's images."""
         metric_ids = self.metric_ids(unit.group)
         batch = self.batch(unit.batch)
-        ids, n = batch.ids, len(batch.ids)
+        ids = batch.ids
         records: list[dict] = []
         pending: dict[str, list[str]] = {}
         for attack_id in self.attacks:

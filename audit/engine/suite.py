@@ -232,7 +232,7 @@ def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:
     metrics = {m.id: m.plugin for m in suite.metrics}
     problems = []
     for index, gate in enumerate(suite.gates):
-        def bad(key: str, msg: str) -> None:
+        def bad(key: str, msg: str, index: int = index) -> None:
             problems.append((line_of(lines, ("gates", index, key)), f"gates[{index}].{key}: {msg}"))
 
         if gate.metric not in metrics:

@@ -85,7 +85,7 @@ def without_inplace(model: nn.Module) -> nn.Module:
     """
     clone = copy.deepcopy(model)
     for module in clone.modules():
-        if hasattr(module, "inplace") and isinstance(getattr(module, "inplace"), bool):
+        if hasattr(module, "inplace") and isinstance(module.inplace, bool):
             module.inplace = False
     return clone
 

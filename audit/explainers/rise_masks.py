@@ -28,18 +28,32 @@ def generate_masks(n: int, size: int | tuple[int, int], grid: int, p: float, gen
                           shift_x.to(device))
 
 
+def _interpolation_rows(grid: int, up: int, size: int, device, dtype) -> torch.Tensor:
+    """(up - size + 1, size, grid): for each shift, the rows of 1-D linear upsampling grid -> up.
+
+    Bilinear upsampling (align_corners=False) is separable and linear: up(G) = R G R^T with R
+    the 1-D interpolation matrix, and a crop at offset t keeps rows t .. t + size - 1 of R.
+    R is read off by upsampling the identity, so it matches ``F.interpolate`` exactly.
+    """
+    eye = torch.eye(grid, device=device, dtype=dtype)[None]  # (1, grid, grid) as (N, C, L)
+    matrix = F.interpolate(eye, size=up, mode="linear", align_corners=False)[0].T  # (up, grid)
+    return matrix.unfold(0, size, 1).permute(0, 2, 1)  # (shifts, size, grid)
+
+
 def _upsample_crop(cells: torch.Tensor, size: tuple[int, int], up: tuple[int, int],
                    shift_y: torch.Tensor, shift_x: torch.Tensor) -> torch.Tensor:
-    """Bilinear upsampling of (n, k, s, s) grids to ``up``, cropped to ``size`` at the shifts."""
-    n, k = cells.shape[:2]
+    """Bilinear upsampling of (n, k, s, s) grids to ``up``, cropped to ``size`` at the shifts.
+
+    Computed as R_y[shift_y] @ G @ R_x[shift_x]^T per mask (two small batched products), which
+    writes each mask once instead of upsampling the full (s + 1) * cell square and gathering.
+    """
+    n, k, grid_h, grid_w = cells.shape
     height, width = size
-    device = cells.device
-    upsampled = F.interpolate(cells, size=up, mode="bilinear", align_corners=False)
-    rows = shift_y[:, None] + torch.arange(height, device=device)[None, :]
-    cols = shift_x[:, None] + torch.arange(width, device=device)[None, :]
-    batch = torch.arange(n, device=device)[:, None, None, None]
-    channel = torch.arange(k, device=device)[None, :, None, None]
-    return upsampled[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    rows_y = _interpolation_rows(grid_h, up[0], height, cells.device, cells.dtype)[shift_y]  # (n, H, s)
+    rows_x = _interpolation_rows(grid_w, up[1], width, cells.device, cells.dtype)[shift_x]  # (n, W, s)
+    out = torch.matmul(torch.matmul(rows_y[:, None], cells), rows_x[:, None].transpose(-1, -2))
+    # the interpolation weights sum to 1 up to rounding; masks must stay in [0, 1]
+    return out.clamp_(0.0, 1.0)
 
 
 def generate_palette_masks(n: int, size: int | tuple[int, int], grid: int, p: float, colours: int,

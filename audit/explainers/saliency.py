@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from audit.explainers._graph import functional_twin, twin_forward
@@ -13,8 +14,8 @@ from audit.registry import Params
 
 
 class SaliencyParams(Params):
-    output: Literal["logit", "probability"] = "logit"
-    """Differentiate the class logit (Simonyan's unnormalised class score) or its softmax."""
+    output: Literal["logit", "probability"] = Field(
+        "logit", description="differentiate the class logit (Simonyan's class score) or its softmax")
 
 
 class _Output(nn.Module):

@@ -10,7 +10,7 @@ from audit.report.summary import bootstrap_ci, summarize
 def records(values, statuses=None, cell=("a", "e", "m")):
     statuses = statuses or ["ok"] * len(values)
     return [{"attack": cell[0], "explainer": cell[1], "metric": cell[2], "sample": i, "value": v,
-             "status": s} for i, (v, s) in enumerate(zip(values, statuses))]
+             "status": s} for i, (v, s) in enumerate(zip(values, statuses, strict=True))]
 
 
 def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
