@@ -10,10 +10,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
-def cli_env():
-    """Environment for running the installed CLI in a subprocess."""
+def cli_env(tmp_path):
+    """Environment for running the CLI in a subprocess, with a cache of the test's own."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
+    env["EXPLAIN_AUDIT_CACHE"] = str(tmp_path / "cache")
+    env.pop("EXPLAIN_AUDIT_FAULT", None)
     return env
 
 

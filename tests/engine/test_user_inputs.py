@@ -38,9 +38,9 @@ def write_suite(tmp_path: Path, model: str, data: str, extra: str = "", n: int =
     return path
 
 
-def run(explain_audit, cli_env, suite: Path, out: Path):
-    return subprocess.run([*explain_audit, "run", str(suite), "--out", str(out), "-q"], capture_output=True,
-                          text=True, env=cli_env, timeout=600)
+def run(explain_audit, cli_env, suite: Path, out: Path, *extra: str):
+    return subprocess.run([*explain_audit, "run", str(suite), "--out", str(out), "-q", *extra],
+                          capture_output=True, text=True, env=cli_env, timeout=600)
 
 
 def assert_bad_input(proc, out: Path, needle: str):
@@ -74,8 +74,9 @@ def test_torchvision_resnet18_on_an_image_folder_end_to_end(tmp_path, explain_au
 def test_same_suite_twice_gives_identical_summary(tmp_path, explain_audit, cli_env):
     suite = ROOT / "suites" / "smoke.yaml"
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run(explain_audit, cli_env, suite, a).returncode == 0
-    assert run(explain_audit, cli_env, suite, b).returncode == 0
+    # no cache: the second run must compute everything again, not read the first one's cells
+    assert run(explain_audit, cli_env, suite, a, "--cache", "none").returncode == 0
+    assert run(explain_audit, cli_env, suite, b, "--cache", "none").returncode == 0
     assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
     assert (a / "results.jsonl").read_text() == (b / "results.jsonl").read_text()
 
