@@ -20,7 +20,7 @@ audit: setup
 	$(BIN)/explain-audit run $(SUITE)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

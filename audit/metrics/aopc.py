@@ -1,0 +1,215 @@
+"""AOPC, the area over the MoRF / LeRF / random perturbation curve (Samek et al. 2016, METHODS §6).
+
+The map is cut into non-overlapping ``region_size``² regions (edge regions are smaller when the
+side is not a multiple), ordered by their summed relevance; x⁽ᵏ⁾ has the first k regions
+replaced by the baseline and AOPC = 1/(L+1) Σ_{k=0..L} (f_c(x⁽⁰⁾) − f_c(x⁽ᵏ⁾)).
+
+All three orders are computed together: x⁽⁰⁾ once per image and the L perturbed images of each
+order, in the same forward calls (``max_batch`` images per call). Each order has its own
+registered name, because each has its own direction: ``aopc`` (MoRF, higher is better),
+``aopc_lerf`` (LeRF, lower is better) and ``aopc_random`` (the random-order reference). A suite
+listing all three pays for one pass: the rows share a one-entry memo (see :class:`_Memo`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from audit.maps import is_degenerate
+from audit.metrics._perturb import (
+    baseline,
+    compose,
+    descending_rank,
+    random_scores,
+    sample_ids_of,
+    target_probs,
+)
+from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.spec import InputSpec
+from audit.registry import Params
+
+ORDERS = ("morf", "lerf", "random")
+
+
+def region_ids(h: int, w: int, size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """(H*W,) region index of each pixel (row-major grid of size×size cells) and the region count."""
+    cols = -(-w // size)
+    rows = torch.arange(h, device=device).view(-1, 1) // size
+    ids = rows * cols + torch.arange(w, device=device).view(1, -1) // size
+    return ids.flatten(), (-(-h // size)) * cols
+
+
+def region_perturbation(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+                        spec: InputSpec, *, region_size: int = 8, steps: int | None = None,
+                        baseline_kind: str = "zero", seed: int = 0, sample_ids=(),
+                        max_batch: int = 256, orders: tuple[str, ...] = ORDERS) -> dict[str, torch.Tensor]:
+    """Target-class probability curves f_c(x⁽ᵏ⁾), k = 0..L, per requested order: {order: (B, L+1)}.
+
+    Regions are ranked by summed relevance, ties by region index (stable). A degenerate map has
+    no ranking: its MoRF and LeRF orders are the image's random order (so it scores exactly what
+    an uninformed order does). The random order is a seeded permutation per sample id.
+    """
+    b, _, h, w = x.shape
+    ids, n_regions = region_ids(h, w, region_size, x.device)
+    length = n_regions if steps is None else min(steps, n_regions)
+    sums = torch.zeros(b, n_regions, dtype=torch.float64, device=x.device)
+    sums.scatter_add_(1, ids.expand(b, -1), maps.to(device=x.device, dtype=torch.float64).flatten(1))
+    sids = sample_ids_of(sample_ids, b)
+    shuffled = random_scores(n_regions, seed, sids, "aopc-random", x.device)
+    flat = is_degenerate(maps).to(x.device).view(b, 1)
+    by_order = {"morf": torch.where(flat, shuffled, sums), "lerf": torch.where(flat, shuffled, -sums),
+                "random": shuffled}
+    scores = torch.stack([by_order[name] for name in orders], dim=1)  # (B, O, R)
+    region_rank = descending_rank(scores.flatten(0, 1)).view(b, len(orders), n_regions)
+    fill_image = baseline(baseline_kind, x, spec, seed, sids)
+
+    per_image = 1 + len(orders) * length  # x⁽⁰⁾ once, then L steps per order
+    # Regions are selected on a (gh, s, gw, s) view of the image padded to whole regions, so the
+    # mask has one entry per region and broadcasts over its pixels (no per-pixel mask at all).
+    gh, gw = -(-h // region_size), -(-w // region_size)
+    pad = (0, gw * region_size - w, 0, gh * region_size - h)
+    blocks = (b, x.shape[1], gh, region_size, gw, region_size)
+    x_blocks = F.pad(x, pad).view(blocks)
+    fill_blocks = F.pad(fill_image, pad).view(blocks)
+    steps_k = torch.arange(1, length + 1, device=x.device).view(-1, 1)
+
+    def removed(j: int, lo: int, hi: int) -> torch.Tensor:
+        # Row 0 of an image is x⁽⁰⁾; rows 1 + o·L + (k − 1) are step k of order o.
+        mask = torch.zeros(hi - lo, n_regions, dtype=torch.bool, device=x.device)
+        for o in range(len(orders)):
+            first, last = max(lo, 1 + o * length), min(hi, 1 + (o + 1) * length)
+            if first < last:
+                k = steps_k[first - 1 - o * length:last - 1 - o * length]
+                torch.lt(region_rank[j, o], k, out=mask[first - lo:last - lo])
+        return mask.view(-1, 1, gh, 1, gw, 1)
+
+    def build(start: int, end: int) -> torch.Tensor:
+        out = compose(per_image, removed, fill_blocks, x_blocks, start, end)
+        out = out.view(end - start, x.shape[1], gh * region_size, gw * region_size)
+        return out if pad == (0, 0, 0, 0) else out[..., :h, :w].contiguous()
+
+    probs = target_probs(model, b * per_image, build, target.to(x.device).repeat_interleave(per_image),
+                         max_batch)
+    probs = probs.view(b, per_image)
+    start = probs[:, :1]
+    return {name: torch.cat([start, probs[:, 1 + j * length:1 + (j + 1) * length]], dim=1)
+            for j, name in enumerate(orders)}
+
+
+def aopc_from_curves(curves: torch.Tensor) -> torch.Tensor:
+    """(B,) AOPC of (B, L+1) probability curves: mean over k = 0..L of f(x⁽⁰⁾) − f(x⁽ᵏ⁾)."""
+    return (curves[:, :1] - curves).mean(dim=1)
+
+
+class _Memo:
+    """The last batch's curves, so the rows of the other orders need no second pass.
+
+    Keyed on the very same model, images, map and target objects (strong references are kept,
+    so an ``is`` match cannot be a recycled id; in-place edits bump ``_version`` and miss) and
+    the parameters. The engine gives each metric row its own seed, so a curve is reused across
+    seeds only where it cannot depend on the seed: MoRF/LeRF when no map of the batch is
+    degenerate and the baseline is not noise. A random-order row with a new seed recomputes only
+    the random curve. Results therefore never depend on which row ran first.
+    """
+
+    def __init__(self):
+        self.objects: tuple = ()
+        self.key: tuple | None = None
+        self.seed_free = False
+        self.curves: dict[str, tuple[torch.Tensor, int]] = {}
+
+    def _matches(self, objects: tuple, key: tuple) -> bool:
+        return (len(objects) == len(self.objects) and key == self.key
+                and all(a is b for a, b in zip(objects, self.objects, strict=True)))
+
+    def get(self, objects: tuple, key: tuple, order: str, seed: int) -> torch.Tensor | None:
+        if not self._matches(objects, key) or order not in self.curves:
+            return None
+        curve, curve_seed = self.curves[order]
+        return curve if curve_seed == seed or (order != "random" and self.seed_free) else None
+
+    def put(self, objects: tuple, key: tuple, seed_free: bool, curves: dict, seed: int) -> None:
+        if not self._matches(objects, key):
+            self.objects, self.key, self.seed_free, self.curves = objects, key, seed_free, {}
+        self.curves.update({name: (curve, seed) for name, curve in curves.items()})
+
+
+_MEMO = _Memo()
+
+
+class _AOPCParams(Params):
+    region_size: int = Field(8, ge=1, description="side of the square regions, pixels")
+    steps: int | None = Field(None, ge=1, description="regions removed (L); default all")
+    baseline: Literal["zero", "black", "mean", "blur", "noise"] = "zero"
+    max_batch: int = Field(256, ge=1, description="images per forward call (memory bound)")
+
+
+class _AOPC(Metric):
+    compares = "map_model"
+    order: ClassVar[str] = "morf"
+    Params = _AOPCParams
+
+    def curve(self, inputs: MetricInputs) -> torch.Tensor:
+        """(B, L+1) probability curve of this metric's order (computing all orders if needed)."""
+        p = self.params
+        objects = (inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target)
+        key = tuple(getattr(o, "_version", None) for o in objects) + (
+            p.region_size, p.steps, p.baseline, tuple(inputs.sample_ids))
+        cached = _MEMO.get(objects, key, self.order, inputs.seed)
+        if cached is not None:
+            return cached
+        have_others = _MEMO._matches(objects, key) and {"morf", "lerf"} <= set(_MEMO.curves)
+        orders = ("random",) if self.order == "random" and have_others else ORDERS
+        curves = region_perturbation(
+            inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target, inputs.spec,
+            region_size=p.region_size, steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
+            sample_ids=inputs.sample_ids, max_batch=p.max_batch, orders=orders)
+        seed_free = p.baseline != "noise" and not bool(is_degenerate(inputs.map_attacked).any())
+        _MEMO.put(objects, key, seed_free, curves, inputs.seed)
+        return curves[self.order]
+
+    def compute(self, inputs: MetricInputs) -> MetricResult:
+        return MetricResult.from_values(aopc_from_curves(self.curve(inputs)),
+                                        is_degenerate(inputs.map_attacked))
+
+
+_DOC = """
+
+    Regions of ``region_size``² (default 8), ``steps`` = L regions removed (default all),
+    ``baseline`` in normalised input space: ``zero`` (data-set mean colour, default), ``black``,
+    ``mean`` (the image's mean colour), ``blur`` (σ 5, kernel 11), ``noise`` (uniform pixel
+    noise, seeded per sample). All three orders are computed in one pass and shared between the
+    ``aopc``, ``aopc_lerf`` and ``aopc_random`` rows. A degenerate map (status ``degenerate``)
+    is perturbed in the seeded random order, so it scores what an uninformed order does.
+    """
+
+
+@METRICS.register("aopc")
+class AOPC(_AOPC):
+    """AOPC, most relevant regions first (MoRF): mean drop of f_c; higher = more faithful map."""
+
+    __doc__ = __doc__ + _DOC
+    higher_is_better = True
+    order = "morf"
+
+
+@METRICS.register("aopc_lerf")
+class AOPCLerf(_AOPC):
+    """AOPC, least relevant regions first (LeRF): a faithful map keeps f_c, so lower is better."""
+
+    __doc__ = __doc__ + _DOC
+    higher_is_better = False
+    order = "lerf"
+
+
+@METRICS.register("aopc_random")
+class AOPCRandom(_AOPC):
+    """AOPC in a seeded random region order: the reference MoRF must beat (direction: as MoRF)."""
+
+    __doc__ = __doc__ + _DOC
+    higher_is_better = True
+    order = "random"

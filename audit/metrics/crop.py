@@ -1,0 +1,139 @@
+"""The saliency crop metric of Dabkowski & Gal 2017 (METHODS §6).
+
+s = log(max(a, 0.05)) − log p: a is the area fraction of the tightest box around the salient
+region, p = f_c on that box cropped and resized to the model's input size (aspect ratio
+ignored). A small box that keeps the class confident scores low; lower is better.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from audit.maps import is_degenerate, minmax_normalize
+from audit.metrics._perturb import target_probs
+from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.registry import Params
+
+
+def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
+    """(B, H, W) long labels of the foreground's connected components (0 = background).
+
+    Label propagation: each foreground pixel starts with its own index and repeatedly takes the
+    largest label among its neighbours until nothing changes, so a component ends up labelled
+    by its largest pixel index. Batched and on the tensors' device.
+    """
+    b, h, w = fg.shape
+    mask = fg.to(torch.float64).unsqueeze(1)
+    labels = torch.arange(1, h * w + 1, dtype=torch.float64, device=fg.device).view(1, 1, h, w) * mask
+    for _ in range(h * w):
+        if connectivity == 8:
+            grown = F.max_pool2d(labels, 3, stride=1, padding=1)
+        else:
+            padded = F.pad(labels, (1, 1, 1, 1))
+            grown = torch.stack([labels, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
+                                 padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]).amax(dim=0)
+        grown = grown * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    return labels.squeeze(1).long()
+
+
+def largest_component(fg: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
+    """(B, H, W) bool: the largest connected component of each foreground (ties: larger label)."""
+    b, h, w = fg.shape
+    labels = connected_components(fg, connectivity).flatten(1)
+    counts = torch.zeros(b, h * w + 1, dtype=torch.long, device=fg.device)
+    counts.scatter_add_(1, labels, torch.ones_like(labels))
+    counts[:, 0] = 0
+    best = counts.flip(1).argmax(dim=1)  # flipped: among equal sizes the largest label wins
+    best = h * w - best
+    return (labels == best.view(-1, 1)).view(b, h, w) & fg
+
+
+def bounding_boxes(region: torch.Tensor) -> torch.Tensor:
+    """(B, 4) inclusive (row0, row1, col0, col1) of each non-empty region; full image if empty."""
+    b, h, w = region.shape
+    rows, cols = region.any(dim=2), region.any(dim=1)
+    r = torch.arange(h, device=region.device).expand(b, h)
+    c = torch.arange(w, device=region.device).expand(b, w)
+    box = torch.stack([torch.where(rows, r, h).amin(1), torch.where(rows, r, -1).amax(1),
+                       torch.where(cols, c, w).amin(1), torch.where(cols, c, -1).amax(1)], dim=1)
+    full = torch.tensor([0, h - 1, 0, w - 1], device=region.device).expand(b, 4)
+    return torch.where(rows.any(dim=1, keepdim=True), box, full)
+
+
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Each image's box cropped and bilinearly resized to the full input size, in one call.
+
+    An affine grid maps the output's corner pixel centres onto the box's corner pixel centres
+    (align_corners=True), so only pixels inside the box are sampled and the full-image box
+    returns the image unchanged.
+    """
+    b, _, h, w = x.shape
+    boxes = boxes.to(x.dtype)
+    top, bottom = -1 + 2 * boxes[:, 0] / max(h - 1, 1), -1 + 2 * boxes[:, 1] / max(h - 1, 1)
+    left, right = -1 + 2 * boxes[:, 2] / max(w - 1, 1), -1 + 2 * boxes[:, 3] / max(w - 1, 1)
+    zero = torch.zeros_like(top)
+    theta = torch.stack([torch.stack([(right - left) / 2, zero, (right + left) / 2], dim=1),
+                         torch.stack([zero, (bottom - top) / 2, (bottom + top) / 2], dim=1)], dim=1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int) -> torch.Tensor:
+    """(B, H, W) bool: largest connected component of the thresholded map."""
+    if threshold == "mean":
+        flat = maps.flatten(1)
+        fg = (flat > flat.mean(dim=1, keepdim=True)).view_as(maps)
+    else:
+        fg = minmax_normalize(maps.to(torch.float64)) >= float(threshold)
+    return largest_component(fg, connectivity)
+
+
+@METRICS.register("crop")
+class Crop(Metric):
+    """Dabkowski–Gal saliency metric log(max(a, min_area)) − log f_c(crop) (lower is better).
+
+    Salient region: pixels above the map's mean (``threshold: mean``, as a public
+    reimplementation) or with min–max normalised value ≥ ``threshold`` (a number in [0, 1]);
+    only its largest connected component (``connectivity`` 4 or 8) is boxed. A degenerate map
+    marks no region: the box is the whole image (a = 1), status ``degenerate``. log p comes from
+    log-softmax, so a vanishing probability gives a large finite value, never inf.
+    """
+
+    higher_is_better = False
+    compares = "map_model"
+
+    class Params(Params):
+        threshold: Literal["mean"] | float = Field("mean", description="'mean' or a value in [0, 1]")
+        connectivity: Literal[4, 8] = 8
+        min_area: float = Field(0.05, gt=0, le=1, description="area floor inside the log")
+        max_batch: int = Field(256, ge=1, description="images per forward call (memory bound)")
+
+        @field_validator("threshold")
+        @classmethod
+        def _in_unit_interval(cls, value):
+            if value != "mean" and not 0.0 <= float(value) <= 1.0:
+                raise ValueError("threshold must be 'mean' or a number in [0, 1]")
+            return value
+
+    def compute(self, inputs: MetricInputs) -> MetricResult:
+        x, maps = inputs.x_attacked, inputs.map_attacked.to(inputs.x_attacked.device)
+        b, _, h, w = x.shape
+        degenerate = is_degenerate(maps)
+        region = salient_region(maps, self.params.threshold, self.params.connectivity)
+        region = region & ~degenerate.view(-1, 1, 1)  # no region → the full-image box
+        boxes = bounding_boxes(region)
+        area = ((boxes[:, 1] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 2] + 1)).to(torch.float64)
+        area = area / (h * w)
+        crops = crop_resize(x, boxes)
+        log_p = target_probs(inputs.attacked_model, b, lambda lo, hi: crops[lo:hi],
+                             inputs.target.to(x.device), self.params.max_batch, log=True)
+        values = torch.log(area.clamp(min=self.params.min_area)) - log_p
+        return MetricResult.from_values(values, degenerate)
+

@@ -1,0 +1,224 @@
+"""Conformance checks for explainer plugins: ``check_explainer(explainer)``.
+
+A third-party explainer can run the same suite as the built-in ones::
+
+    from audit.testing import check_explainer
+    check_explainer(MyExplainer(n_masks=64))
+
+Checked on a tiny residual CNN (torchvision BasicBlocks, BatchNorm, in-place ReLUs): output
+shape (B, H, W) and float dtype, finite values, determinism under a seed, batch-invariance
+(a batch explains the same as its images one by one, per ``ctx.sample_ids``), and that the
+model is left as it was — parameters, train/eval modes, in-place flags, and no hook left on any
+module or globally — also when the model raises in the middle of an explanation.
+Each failure raises :class:`ConformanceError` naming the property.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+from torchvision.models.resnet import BasicBlock
+
+from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
+from audit.models.spec import InputSpec
+
+TINY_SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_load_state_dict_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks", "_global_module_registration_hooks",
+                 "_global_parameter_registration_hooks", "_global_buffer_registration_hooks")
+
+
+class ConformanceError(AssertionError):
+    pass
+
+
+class TinyResNet(nn.Module):
+    """Stem conv + one BasicBlock with downsampling + linear head; in-place ReLUs like torchvision."""
+
+    def __init__(self, num_classes: int = 4, width: int = 8, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)  # construction only; callers that care pass their own seed
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        down = nn.Sequential(nn.Conv2d(width, 2 * width, 1, stride=2, bias=False), nn.BatchNorm2d(2 * width))
+        self.layer1 = nn.Sequential(BasicBlock(width, 2 * width, stride=2, downsample=down))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+        with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode differs from train
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.2, 0.2)
+                    m.running_var.uniform_(0.5, 1.5)
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layer1(self.stem(x))), 1))
+
+
+def tiny_model(seed: int = 0, num_classes: int = 4) -> TinyResNet:
+    state = torch.random.get_rng_state()
+    try:
+        return TinyResNet(num_classes=num_classes, seed=seed).eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def tiny_inputs(batch: int = 3, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return TINY_SPEC.normalize(torch.rand((batch, 3, TINY_SPEC.size, TINY_SPEC.size), generator=gen))
+
+
+class _RaisesOnCall(nn.Module):
+    """Wraps a model; its ``fail_at``-th forward call (counted per copy) raises."""
+
+    def __init__(self, inner: nn.Module, fail_at: int):
+        super().__init__()
+        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("conformance: deliberate failure inside the model")
+        return self.inner(x)
+
+
+def hook_counts(model: nn.Module) -> dict[str, int]:
+    """Hooks on every module of ``model`` and the global module hooks, by where they sit."""
+    counts = {}
+    for name, module in model.named_modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks:
+                counts[f"{name or '<root>'}.{attr}"] = len(hooks)
+    for attr in _GLOBAL_HOOKS:
+        hooks = getattr(module_globals, attr, None)
+        if hooks:
+            counts[f"global {attr}"] = len(hooks)
+    return counts
+
+
+def model_fingerprint(model: nn.Module) -> dict:
+    """What an explainer must not change: tensors, modes, in-place flags, forward overrides."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "modes": [m.training for m in model.modules()],
+        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
+        "forwards": [("forward" in vars(m)) for m in model.modules()],  # canonizers patch forward
+        "modules": [type(m).__name__ for m in model.modules()],
+        "hooks": hook_counts(model),
+    }
+
+
+def _same_fingerprint(before: dict, after: dict) -> str | None:
+    for key in ("modes", "inplace", "forwards", "modules", "hooks"):
+        if before[key] != after[key]:
+            return f"{key} changed: {before[key]} -> {after[key]}"
+    for name, tensor in before["state"].items():
+        if name not in after["state"] or not torch.equal(tensor, after["state"][name]):
+            return f"tensor {name!r} changed"
+    return None
+
+
+def _fail(explainer: Explainer, what: str) -> None:
+    raise ConformanceError(f"explainer {explainer.name or type(explainer).__name__!r}: {what}")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    scale = max(float(a.abs().max()), float(b.abs().max()), 1e-30)
+    return bool((a - b).abs().max() <= rtol * scale)
+
+
+def check_explainer(explainer: Explainer | type[Explainer], *, model: nn.Module | None = None,
+                    x: torch.Tensor | None = None, spec: InputSpec = TINY_SPEC, seed: int = 7,
+                    batch_rtol: float = 1e-4) -> dict[str, bool]:
+    """Run the conformance checks; returns {check: True} or raises :class:`ConformanceError`.
+
+    ``explainer`` may be a class (default parameters) or an instance; pass small parameters
+    (e.g. ``n_masks``) to keep it fast. ``batch_rtol`` bounds |batch - one by one| relative
+    to the map's largest magnitude (float32 batched kernels differ in the last bits).
+    """
+    if isinstance(explainer, type):
+        explainer = explainer()
+    model = model if model is not None else tiny_model()
+    x = x if x is not None else tiny_inputs()
+    batch = x.shape[0]
+    with torch.no_grad():
+        target = model(x).argmax(dim=1)
+    ids = tuple(100 + 11 * i for i in range(batch))
+    ctx = ExplainContext(spec, seed=seed, sample_ids=ids)
+    results: dict[str, bool] = {}
+
+    before = model_fingerprint(model)
+    maps = explainer(model, x, target, ctx)
+    problem = _same_fingerprint(before, model_fingerprint(model))
+    if problem:
+        _fail(explainer, f"the model was changed by explaining: {problem}")
+    results["model_untouched"] = True
+
+    if tuple(maps.shape) != (batch, x.shape[-2], x.shape[-1]):
+        _fail(explainer, f"shape {tuple(maps.shape)}, expected {(batch, *x.shape[-2:])}")
+    if not maps.is_floating_point():
+        _fail(explainer, f"dtype {maps.dtype} is not floating point")
+    results["shape_dtype"] = True
+    if not torch.isfinite(maps).all():
+        _fail(explainer, "non-finite values in the map")
+    results["finite"] = True
+
+    again = explainer(model, x, target, ctx)
+    if not torch.equal(maps, again):
+        _fail(explainer, f"not deterministic under one seed (max diff {(maps - again).abs().max():.3g})")
+    results["deterministic"] = True
+
+    for i in range(batch):
+        single = explainer(model, x[i:i + 1], target[i:i + 1], ctx.subset(slice(i, i + 1)))
+        if not _close(maps[i], single[0], batch_rtol):
+            _fail(explainer, f"image {i} explained alone differs from the batch "
+                             f"(max diff {(maps[i] - single[0]).abs().max():.3g})")
+    results["batch_invariant"] = True
+
+    for fail_at in (1, 2):
+        victim = _RaisesOnCall(copy.deepcopy(model), fail_at)
+        before = model_fingerprint(victim)
+        try:
+            explainer(victim, x, target, ctx)
+        except RuntimeError:
+            pass
+        problem = _same_fingerprint(before, model_fingerprint(victim))
+        if problem:
+            _fail(explainer, f"the model was changed when it raised on call {fail_at}: {problem}")
+    results["clean_after_raise"] = True
+
+    if explainer.differentiable:
+        results.update(_check_differentiable(explainer, model, x, target))
+    return results
+
+
+def _check_differentiable(explainer: Explainer, model: nn.Module, x: torch.Tensor,
+                          target: torch.Tensor) -> dict[str, bool]:
+    before = model_fingerprint(model)
+    maps = explainer.differentiable_map(model, x, target, create_graph=True)
+    if tuple(maps.shape) != (x.shape[0], x.shape[-2], x.shape[-1]):
+        _fail(explainer, f"differentiable_map shape {tuple(maps.shape)}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad((maps**2).sum(), params, allow_unused=True)
+    if not any(g is not None and bool(g.abs().sum() > 0) for g in grads):
+        _fail(explainer, "a penalty on differentiable_map has no gradient w.r.t. the weights")
+    problem = _same_fingerprint(before, model_fingerprint(model))
+    if problem:
+        _fail(explainer, f"differentiable_map changed the model: {problem}")
+    return {"differentiable": True}
+
+
+def check_all(params: dict[str, dict] | None = None,
+              names: Callable[[], list[str]] = EXPLAINERS.names) -> dict[str, dict[str, bool]]:
+    """Run :func:`check_explainer` on every registered explainer (``params`` per name)."""
+    params = params or {}
+    return {name: check_explainer(EXPLAINERS.create(name, params.get(name))) for name in names()}

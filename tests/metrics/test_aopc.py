@@ -1,0 +1,186 @@
+import numpy as np
+import pytest
+import torch
+
+from audit.metrics import aopc as aopc_module
+from audit.metrics.aopc import aopc_from_curves, region_ids, region_perturbation
+from audit.metrics.base import METRICS
+from tests.metrics.helpers import SPEC, LinearPixelModel, make_inputs, tiny_cnn
+
+H = W = 16
+
+
+def linear_setup(b=6, seed=0):
+    """A model whose evidence is a known weight map; x > 0 so every pixel adds evidence."""
+    gen = torch.Generator().manual_seed(seed)
+    # Peaked weights, scaled so the clean logit is about 1: the sigmoid is not saturated.
+    weight = torch.rand(1, H, W, generator=gen) ** 3 * 0.01
+    model = LinearPixelModel(weight)
+    x = torch.rand(b, 3, H, W, generator=gen) + 0.5
+    target = torch.zeros(b, dtype=torch.long)
+    return model, x, weight.expand(b, H, W).clone(), target
+
+
+def aopc_all(model, x, maps, target, seed=0, **params):
+    inputs = make_inputs(x, model, map_clean=maps, target=target, seed=seed)
+    return {name: METRICS.create(name, params).compute(inputs)
+            for name in ("aopc", "aopc_lerf", "aopc_random")}
+
+
+def test_region_ids_cover_the_grid_row_major():
+    ids, n = region_ids(5, 7, 4, torch.device("cpu"))
+    assert n == 4
+    grid = ids.view(5, 7)
+    assert grid[0, 0] == 0 and grid[0, 6] == 1 and grid[4, 0] == 2 and grid[4, 6] == 3
+
+
+def test_true_evidence_map_orders_morf_above_random_above_lerf():
+    model, x, maps, target = linear_setup()
+    out = aopc_all(model, x, maps, target, region_size=4)
+    morf, lerf, rand = (out[n].values for n in ("aopc", "aopc_lerf", "aopc_random"))
+    assert torch.all(morf > rand) and torch.all(rand > lerf)
+    assert all(s == "ok" for r in out.values() for s in r.status)
+
+
+def test_curves_start_at_the_clean_probability_and_end_at_the_baseline():
+    model, x, maps, target = linear_setup(b=3)
+    curves = region_perturbation(model, x, maps, target, SPEC, region_size=4)
+    clean = torch.sigmoid((x * model.weight).flatten(1).sum(1)).double()
+    for curve in curves.values():
+        assert curve.shape == (3, 17)
+        torch.testing.assert_close(curve[:, 0], clean)
+        torch.testing.assert_close(curve[:, -1], torch.full((3,), 0.5, dtype=torch.float64))  # all zero
+    assert torch.equal(aopc_from_curves(torch.ones(2, 5)), torch.zeros(2))
+
+
+def test_map_unrelated_to_the_model_scores_like_random_order():
+    model, x, _, target = linear_setup(b=48, seed=1)
+    noise_maps = torch.rand(48, H, W, generator=torch.Generator().manual_seed(9))
+    out = aopc_all(model, x, noise_maps, target, region_size=4)
+    morf, rand = out["aopc"].values, out["aopc_random"].values
+    spread = (out["aopc"].values - out["aopc_lerf"].values).abs().mean()
+    # The means agree to well within the per-image spread of orders.
+    assert abs(morf.mean() - rand.mean()) < 0.25 * spread + 1e-3
+
+
+def test_degenerate_map_scores_exactly_the_random_order():
+    model, x, maps, target = linear_setup(b=2)
+    maps[1] = 0.3
+    out = aopc_all(model, x, maps, target, region_size=4)
+    for name in ("aopc", "aopc_lerf"):
+        assert out[name].status == ["ok", "degenerate"]
+        assert out[name].values[1].item() == out["aopc_random"].values[1].item()
+
+
+def test_one_forward_call_per_max_batch_and_same_values():
+    model, x, maps, target = linear_setup(b=4)
+    aopc_module._MEMO.__init__()
+    inputs = make_inputs(x, model, map_clean=maps, target=target)
+    model.calls = model.images = 0
+    full = {name: METRICS.create(name, {"region_size": 4}).compute(inputs)
+            for name in ("aopc", "aopc_lerf", "aopc_random")}
+    assert model.calls == 1  # all three rows of four images: 4 × (1 + 3·16) images, one call
+    assert model.images == 4 * (1 + 3 * 16)
+    model.calls = 0
+    aopc_module._MEMO.__init__()
+    small = {name: METRICS.create(name, {"region_size": 4, "max_batch": 50}).compute(inputs)
+             for name in ("aopc", "aopc_lerf", "aopc_random")}
+    assert model.calls == -(-(4 * 49) // 50)
+    for name in full:
+        torch.testing.assert_close(full[name].values, small[name].values)
+
+
+def test_rows_with_their_own_seeds_reuse_morf_and_lerf_but_not_random():
+    model, x, maps, target = linear_setup(b=3)
+    inputs = make_inputs(x, model, map_clean=maps, target=target, seed=1)
+    aopc_module._MEMO.__init__()
+    model.images = 0
+    first = METRICS.create("aopc", {"region_size": 4}).compute(inputs)
+    assert model.images == 3 * (1 + 3 * 16)
+    inputs.seed = 2
+    lerf = METRICS.create("aopc_lerf", {"region_size": 4}).compute(inputs)
+    assert model.images == 3 * (1 + 3 * 16)  # reused: LeRF does not depend on the seed here
+    rand = METRICS.create("aopc_random", {"region_size": 4}).compute(inputs)
+    assert model.images == 3 * (1 + 3 * 16) + 3 * (1 + 16)  # only the random curve again
+    aopc_module._MEMO.__init__()
+    fresh = aopc_all(model, x, maps, target, seed=2, region_size=4)
+    torch.testing.assert_close(first.values, fresh["aopc"].values)
+    torch.testing.assert_close(lerf.values, fresh["aopc_lerf"].values)
+    torch.testing.assert_close(rand.values, fresh["aopc_random"].values)
+
+
+def test_an_image_scores_the_same_alone_or_in_a_batch():
+    model = tiny_cnn()
+    x = torch.randn(5, 3, H, W, generator=torch.Generator().manual_seed(2))
+    maps = torch.rand(5, H, W, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([0, 1, 2, 0, 1])
+    kwargs = dict(region_size=4, baseline_kind="noise", seed=5)
+    batch = region_perturbation(model, x, maps, target, SPEC, sample_ids=range(10, 15), **kwargs)
+    alone = region_perturbation(model, x[3:4], maps[3:4], target[3:4], SPEC, sample_ids=[13], **kwargs)
+    for name in batch:
+        torch.testing.assert_close(batch[name][3:4], alone[name], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["zero", "black", "mean", "blur", "noise"])
+def test_every_baseline_gives_finite_values(kind):
+    model, x, maps, target = linear_setup(b=2)
+    out = aopc_all(model, x, maps, target, region_size=8, baseline=kind, steps=3)
+    assert all(torch.isfinite(r.values).all() for r in out.values())
+
+
+def test_region_perturbation_matches_quantus():
+    quantus = pytest.importorskip("quantus", reason="quantus (dev dependency) is not installed")
+    model = tiny_cnn(seed=4)
+    gen = torch.Generator().manual_seed(4)
+    b, size, steps = 8, 32, 10
+    x = torch.randn(b, 3, size, size, generator=gen)
+    maps = torch.rand(b, size, size, generator=gen)  # continuous: no ties in region sums
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    ours = region_perturbation(model, x, maps, target, SPEC, region_size=4, steps=steps)
+    metric = quantus.RegionPerturbation(patch_size=4, regions_evaluation=steps, perturb_baseline=0.0,
+                                        abs=False, normalise=False, disable_warnings=True)
+    theirs = metric(model=model, x_batch=x.numpy(), y_batch=target.numpy(),
+                    a_batch=maps.unsqueeze(1).numpy(), device="cpu", batch_size=b)
+    theirs = np.asarray(theirs, dtype=float)  # (B, L): f(x) − f(x⁽ᵏ⁾), k = 1..L
+    for order, quantus_order in (("morf", "morf"), ("lerf", "lerf")):
+        if quantus_order != "morf":
+            metric.order = quantus_order
+            theirs = np.asarray(metric(model=model, x_batch=x.numpy(), y_batch=target.numpy(),
+                                       a_batch=maps.unsqueeze(1).numpy(), device="cpu", batch_size=b),
+                                dtype=float)
+        drops = (ours[order][:, :1] - ours[order][:, 1:]).numpy()
+        np.testing.assert_allclose(drops, theirs, atol=1e-5)
+        # AOPC from Quantus' curve: the k = 0 term is 0, so divide the sum by L + 1.
+        np.testing.assert_allclose(aopc_from_curves(ours[order]).numpy(), theirs.sum(1) / (steps + 1),
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("region_size", [5, 16, 1])
+def test_matches_a_plain_loop_for_any_region_size(region_size):
+    """Edge regions smaller than region_size² (16 is not a multiple of 5) and the extremes."""
+    model = tiny_cnn(seed=6)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 3, H, W, generator=gen)
+    maps = torch.rand(2, H, W, generator=gen)
+    target = torch.tensor([1, 2])
+    steps = 6
+    curves = region_perturbation(model, x, maps, target, SPEC, region_size=region_size, steps=steps,
+                                 baseline_kind="mean", orders=("morf", "lerf"))
+    fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    grid = [(r, c) for r in range(0, H, region_size) for c in range(0, W, region_size)]
+    for i in range(2):
+        sums = torch.tensor([maps[i, r:r + region_size, c:c + region_size].double().sum().item()
+                             for r, c in grid])
+        for order, ranking in (("morf", sorted(range(len(grid)), key=lambda g: -sums[g])),
+                               ("lerf", sorted(range(len(grid)), key=lambda g: sums[g]))):
+            image, expected = x[i].clone(), []
+            with torch.no_grad():
+                expected.append(torch.softmax(model(image[None]).double(), 1)[0, target[i]].item())
+                for g in ranking[:min(steps, len(grid))]:
+                    r, c = grid[g]
+                    image[:, r:r + region_size, c:c + region_size] = fill[i, :, r:r + region_size,
+                                                                          c:c + region_size]
+                    expected.append(torch.softmax(model(image[None]).double(), 1)[0, target[i]].item())
+            torch.testing.assert_close(curves[order][i], torch.tensor(expected, dtype=torch.float64),
+                                       atol=1e-6, rtol=1e-6)

@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from audit.metrics.base import METRICS
+from audit.metrics.crop import bounding_boxes, connected_components, crop_resize, largest_component
+from tests.metrics.helpers import ConstantModel, make_inputs
+
+H = W = 32
+
+
+def crop(maps, model, x=None, **params):
+    x = torch.rand(maps.shape[0], 3, H, W) if x is None else x
+    target = torch.zeros(maps.shape[0], dtype=torch.long)
+    return METRICS.create("crop", params).compute(make_inputs(x, model, map_clean=maps, target=target))
+
+
+def test_full_image_box_with_certain_class_scores_zero():
+    model = ConstantModel([60.0, 0.0, 0.0])  # p = 1 up to e^-60
+    maps = torch.rand(3, H, W)
+    result = crop(maps, model, threshold=0.0)  # every pixel salient: the box is the whole image
+    assert result.status == ["ok"] * 3
+    assert torch.all(result.values.abs() < 1e-12)
+
+
+def test_box_under_five_percent_uses_the_floor():
+    logits = [1.0, 0.5, -2.0]
+    model = ConstantModel(logits)
+    log_p = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), 0)[0].item()
+    maps = torch.zeros(2, H, W)
+    maps[0, 3:5, 3:5] = 1  # 4 px of 1024
+    maps[1, 10:20, 4:24] = 1  # 200 px: 19.5 % of the image
+    values = crop(maps, model).values
+    assert values[0].item() == pytest.approx(math.log(0.05) - log_p, abs=1e-12)
+    assert values[1].item() == pytest.approx(math.log(200 / 1024) - log_p, abs=1e-12)
+
+
+def test_only_the_largest_component_is_boxed():
+    fg = torch.zeros(1, H, W, dtype=torch.bool)
+    fg[0, 0:3, 0:3] = True  # 9 px
+    fg[0, 10:14, 20:25] = True  # 20 px
+    fg[0, 30, 30] = True
+    assert bounding_boxes(largest_component(fg)).tolist() == [[10, 13, 20, 24]]
+
+
+def test_connectivity_four_splits_diagonal_neighbours():
+    fg = torch.zeros(1, 4, 4, dtype=torch.bool)
+    fg[0, 0, 0] = fg[0, 1, 1] = True
+    assert connected_components(fg, 8).unique().numel() == 2  # background + one component
+    assert connected_components(fg, 4).unique().numel() == 3
+
+
+def test_components_follow_a_winding_path():
+    fg = torch.zeros(1, 9, 9, dtype=torch.bool)
+    fg[0, 0, :] = fg[0, :, 8] = fg[0, 8, :] = fg[0, 2:, 0] = fg[0, 2, :7] = True  # a spiral arm
+    labels = connected_components(fg, 4)
+    assert labels[fg].unique().numel() == 1
+
+
+def test_crop_resize_identity_and_box_content():
+    x = torch.rand(2, 3, H, W)
+    full = torch.tensor([[0, H - 1, 0, W - 1]] * 2)
+    torch.testing.assert_close(crop_resize(x, full), x)
+    x[1, :, 8:16, 4:20] = torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1)
+    out = crop_resize(x, torch.tensor([[0, H - 1, 0, W - 1], [8, 15, 4, 19]]))
+    torch.testing.assert_close(out[1], torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1).expand(3, H, W))
+
+
+class RedModel(nn.Module):
+    """Class 0's logit is 10 × the mean of channel 0: confident only on a red crop."""
+
+    def forward(self, x):
+        red = x[:, 0].mean(dim=(1, 2))
+        return torch.stack([10 * red, torch.zeros_like(red)], dim=1)
+
+
+def test_map_on_the_evidence_scores_better_than_a_map_elsewhere():
+    x = torch.zeros(2, 3, H, W)
+    x[:, 0, 4:12, 4:12] = 1.0  # the red square is the evidence
+    on, off = torch.zeros(2, H, W), torch.zeros(2, H, W)
+    on[:, 4:12, 4:12] = 1
+    off[:, 20:28, 20:28] = 1
+    good = crop(on, RedModel(), x=x).values
+    bad = crop(off, RedModel(), x=x).values
+    assert torch.all(good < bad)
+
+
+def test_degenerate_map_boxes_the_whole_image():
+    model = ConstantModel([0.0, 0.0])
+    result = crop(torch.full((1, H, W), 2.0), model)
+    assert result.status == ["degenerate"]
+    assert result.values.item() == pytest.approx(math.log(2.0))  # log 1 − log ½
+
+
+def test_threshold_must_be_mean_or_in_unit_interval():
+    with pytest.raises(ValueError):
+        METRICS.create("crop", {"threshold": 1.5})
+    METRICS.create("crop", {"threshold": 0.5})

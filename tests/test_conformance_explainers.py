@@ -1,0 +1,35 @@
+"""Every registered explainer passes audit.testing.check_explainer (issue B's conformance suite)."""
+
+import pytest
+
+from audit.explainers.base import EXPLAINERS
+from audit.testing import check_explainer
+
+# Small settings so the whole table runs in seconds on two cores; the checks are about the
+# plumbing (shape, seeding, batching, hooks), which does not depend on these sizes.
+FAST = {
+    "rise": {"n_masks": 64, "batch_size": 24},
+    "mc_rise": {"n_masks": 64, "batch_size": 24},
+    "smoothgrad": {"n_samples": 4},
+    "integrated_gradients": {"n_steps": 8},
+}
+
+
+@pytest.mark.parametrize("name", EXPLAINERS.names())
+def test_conformance(name):
+    results = check_explainer(EXPLAINERS.create(name, FAST.get(name)))
+    assert all(results.values())
+    assert {"shape_dtype", "finite", "deterministic", "batch_invariant", "model_untouched",
+            "clean_after_raise"} <= set(results)
+    if EXPLAINERS.get(name).differentiable:
+        assert results["differentiable"]
+
+
+@pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean"])
+def test_rise_fills_conform(fill):
+    check_explainer(EXPLAINERS.create("rise", {"n_masks": 48, "batch_size": 20, "fill": fill}))
+
+
+def test_rise_control_variate_conforms():
+    params = {"n_masks": 48, "batch_size": 20, "estimator": "control_variate", "grid": 4, "cv_grid": 4}
+    check_explainer(EXPLAINERS.create("rise", params))
