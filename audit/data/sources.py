@@ -85,7 +85,10 @@ def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
 class FolderData(Dataset):
     """ImageFolder layout: ``root/<class>/<image>``; resized and centre-cropped to the input size.
 
-    The ``n`` samples are a seeded random choice (so every class can appear), kept in file order.
+    Every image file must decode; undecodable files are listed and the run fails when there are
+    more than ``max_corrupt`` of them (otherwise they are left out). The ``n`` samples are then a
+    seeded random choice among the good files (so every class can appear), kept in file order;
+    a sample's id is its index in the sorted listing of the folder.
     """
 
     def __init__(self, root: Path, n: int, spec: InputSpec, seed: int, labels: dict[str, int] | None,
@@ -95,8 +98,6 @@ class FolderData(Dataset):
         if not files:
             raise UserError(f"image folder {root} holds no images in class sub-folders "
                             f"({', '.join(IMAGE_SUFFIXES)}); use the layout ROOT/CLASS/IMAGE")
-        if n > len(files):
-            raise UserError(f"data.n is {n} but {root} holds only {len(files)} images; lower n")
         if labels is not None:
             missing = [c for c in classes if c not in labels]
             if missing:
@@ -104,17 +105,21 @@ class FolderData(Dataset):
                                 f"{', '.join(missing)}; add them")
         self.class_names = tuple(classes)
         self.label_of = [labels[c] for c in classes] if labels is not None else list(range(len(classes)))
-        order = torch.randperm(len(files), generator=generator(seed, "folder-selection"))[:n]
-        self.files = [files[i] for i in sorted(order.tolist())]
-        self.ids = tuple(sorted(order.tolist()))
+        self.corrupt = self._undecodable(files, max_corrupt)
+        good = [i for i, (path, _) in enumerate(files) if str(path) not in self.corrupt]
+        if n > len(good):
+            raise UserError(f"data.n is {n} but {root} holds only {len(good)} usable images; lower n")
+        pick = torch.randperm(len(good), generator=generator(seed, "folder-selection"))[:n]
+        self.ids = tuple(sorted(good[i] for i in pick.tolist()))
+        self.files = [files[i] for i in self.ids]
         self.description = f"folder:{root} n={n} of {len(files)} ({len(classes)} classes)"
-        self.corrupt = self._check_decodes(max_corrupt)
 
-    def _check_decodes(self, max_corrupt: int) -> list[str]:
+    @staticmethod
+    def _undecodable(files: list[tuple[Path, int]], max_corrupt: int) -> set[str]:
         from PIL import Image
 
         bad = []
-        for path, _ in self.files:
+        for path, _ in files:
             try:
                 with Image.open(path) as img:
                     img.load()
@@ -124,11 +129,7 @@ class FolderData(Dataset):
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise UserError(f"{len(bad)} image(s) cannot be decoded: {shown}; fix or remove them "
                             f"(or raise data.max_corrupt, now {max_corrupt})")
-        if bad:
-            keep = [(p, c) for p, c in self.files if str(p) not in set(bad)]
-            self.ids = tuple(i for (p, _), i in zip(self.files, self.ids, strict=True) if str(p) not in set(bad))
-            self.files = keep
-        return bad
+        return set(bad)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -20,6 +20,37 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+# Above this mean Spearman between the clean map and the map of the randomised model, the map
+# has not moved: the explainer does not depend on the re-initialised layers (Adebayo et al. 2018).
+RANDOMISATION_MOVED_MAX = 0.5
+
+
+def _randomisation_section(result, suite: dict) -> list[str]:
+    """Which explainers' maps move when the model's top layers are re-initialised."""
+    attacks = [a["id"] for a in suite["attacks"] if a["plugin"] == "model_randomization"]
+    rank_metrics = [m["id"] for m in suite["metrics"] if m["plugin"] == "spearman"]
+    rows = [r for r in result.summary if r["attack"] in attacks and r["metric"] in rank_metrics]
+    if not rows:
+        return []
+    lines = ["", "## Randomisation check", "",
+             f"Mean Spearman between each explainer's map on the original model and on the model with "
+             f"its top layers re-initialised; above {RANDOMISATION_MOVED_MAX} the map has not moved, "
+             "so it does not explain what those layers learned.", "",
+             "| attack | explainer | mean Spearman | verdict |", "|---|---|---:|---|"]
+    for row in rows:
+        if row["mean"] is None:
+            verdict = "no value"
+        elif row["mean"] > RANDOMISATION_MOVED_MAX:
+            verdict = "**does not move**"
+        else:
+            verdict = "moves"
+        lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_fmt(row['mean'])} | {verdict} |")
+    still = [r["explainer"] for r in rows if r["mean"] is not None and r["mean"] > RANDOMISATION_MOVED_MAX]
+    lines += ["", f"Explainers that do not move: {', '.join(still)}." if still
+              else "Every explainer's map moves."]
+    return lines
+
+
 def render_markdown(result, manifest: dict) -> str:
     suite = manifest["suite"]
     lines = [f"# explain-audit report: {_cell(suite['name'])}", "",
@@ -47,6 +78,7 @@ def render_markdown(result, manifest: dict) -> str:
         lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_cell(row['metric'])} | "
                      f"{row['n']} | {_fmt(row['mean'])} | {ci} | {'↑' if row['higher_is_better'] else '↓'} "
                      f"| {row['status']} | {row['degenerate']} |")
+    lines += _randomisation_section(result, suite)
     reasons = sorted({(r["attack"], r["explainer"], r["metric"], r.get("reason", ""))
                       for r in result.records if r["status"] in ("error", "skipped")})
     if reasons:

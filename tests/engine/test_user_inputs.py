@@ -127,13 +127,15 @@ def test_bad_user_artefacts(tmp_path, explain_audit, cli_env, case):
         needle = "holds no images"
     elif case == "corrupt-jpeg":
         make_folder(tmp_path / "images", per_class=3)
-        (tmp_path / "images" / "cat" / "0.png").write_bytes(b"\x89PNG not really")
-        suite = write_suite(tmp_path, shapes_model, "source: folder:images", n=6)
-        needle = "cannot be decoded"
+        # a truncated JPEG outside the n selected images still fails the preflight
+        jpeg = tmp_path / "images" / "dog" / "1.jpg"
+        jpeg.write_bytes(jpeg.read_bytes()[:200])
+        suite = write_suite(tmp_path, shapes_model, "source: folder:images", n=1)
+        needle = "1 image(s) cannot be decoded"
     else:
         make_folder(tmp_path / "images", per_class=2)
         suite = write_suite(tmp_path, shapes_model, "source: folder:images", n=50)
-        needle = "holds only 4 images"
+        needle = "holds only 4 usable images"
     out = tmp_path / "out"
     assert_bad_input(run(explain_audit, cli_env, suite, out), out, needle)
     if case == "pickle":

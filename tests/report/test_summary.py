@@ -50,3 +50,24 @@ def test_gates_pass_fail_and_wildcards():
     assert "noise/s: 0.2" in result[1].message
     assert result[2].message == "matches no summary row"
     assert "no value" in result[3].message
+
+
+def test_report_names_explainers_whose_map_does_not_move():
+    from types import SimpleNamespace
+
+    from audit.report.markdown import render_markdown
+
+    def row(explainer, mean):
+        return {"attack": "rand", "explainer": explainer, "metric": "spearman", "n": 4, "mean": mean,
+                "ci_low": mean, "ci_high": mean, "higher_is_better": True, "status": "ok", "degenerate": 0}
+
+    result = SimpleNamespace(exit_code=0, gates=[], records=[],
+                             summary=[row("gradcam", 0.2), row("edge_detector", 0.93)])
+    manifest = {"suite": {"name": "s", "attacks": [{"id": "rand", "plugin": "model_randomization"}],
+                          "metrics": [{"id": "spearman", "plugin": "spearman"}]},
+                "model": {"source": "m", "digest": "0" * 64}, "data": {"description": "d"}, "seed": 0,
+                "device": "cpu", "timings_s": {"total": 1.0}}
+    text = render_markdown(result, manifest)
+    assert "| rand | gradcam | 0.2000 | moves |" in text
+    assert "| rand | edge_detector | 0.9300 | **does not move** |" in text
+    assert "Explainers that do not move: edge_detector." in text
