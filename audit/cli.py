@@ -39,6 +39,7 @@ def run(
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray num_gpus per task"),
 ) -> None:
     """Run every cell of a suite and write results.jsonl, summary.csv, report.md, manifest.json."""
+    from audit.engine.cache import default_cache_dir
     from audit.engine.progress import Progress
     from audit.engine.run import run_suite
     from audit.engine.suite import load_suite
@@ -46,7 +47,7 @@ def run(
     try:
         loaded = load_suite(suite)
         target = out if out is not None else Path("reports") / loaded.suite.name
-        cache_dir = "default" if cache is None else (None if cache.lower() == "none" else Path(cache))
+        cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
         result = run_suite(loaded, target, Progress(quiet=quiet), cache_dir=cache_dir, workers=workers,
                            backend=backend, address=address, gpus_per_task=gpus_per_task)
     except UserError as exc:

@@ -88,4 +88,12 @@ def test_broken_entry_point_is_a_user_error(monkeypatch):
 
 
 def test_builtin_plugins_load_lazily():
+    # in a fresh interpreter: the registry imports plugin modules on first lookup, not before
+    import subprocess
+    import sys
+
+    script = ("import sys; from audit.explainers.base import EXPLAINERS\n"
+              "assert 'audit.explainers.rise' not in sys.modules\n"
+              "assert 'rise' in EXPLAINERS and 'audit.explainers.rise' in sys.modules\n")
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 0
     assert "saliency" in EXPLAINERS

@@ -38,33 +38,48 @@ def run_local(runner: Runner, units: list[Unit], step: Callable[[], None]) -> li
     return records
 
 
-# -- local process pool -------------------------------------------------------------------------
-_WORKER: Runner | None = None
+# -- workers (process pool and Ray) ----------------------------------------------------------
+# A worker process builds its Runner once, from the driver's already loaded suite, model and data
+# (no second validation, model load or folder scan), and reuses it for every unit it runs.
+_WORKER: tuple[str, Runner] | None = None
 
 
-def _init_worker(suite_path: str, cache_root: str | None, threads: int) -> None:
+def _worker_runner(key: str, loaded, model, data, cache_root: str | None) -> Runner:
     global _WORKER
-    from audit.engine.suite import load_suite
+    if _WORKER is None or _WORKER[0] != key:
+        _WORKER = (key, Runner(loaded, Cache(Path(cache_root) if cache_root else None), model=model, data=data))
+    return _WORKER[1]
 
+
+def _worker_key(runner: Runner) -> str:
+    """Identifies a run for a worker's Runner; computed once, in the driver."""
+    return f"{runner.model.digest}|{runner.data_digest}|{runner.suite.model_dump_json()}"
+
+
+def _init_pool_worker(threads: int, *runner_args) -> None:
     torch.set_num_threads(threads)
-    _WORKER = Runner(load_suite(suite_path), Cache(Path(cache_root) if cache_root else None))
+    _worker_runner(*runner_args)
 
 
-def _run_in_worker(unit: Unit) -> tuple[list[dict], dict[str, float]]:
+def _run_in_pool(unit: Unit) -> tuple[list[dict], dict[str, float]]:
     assert _WORKER is not None
-    before = dict(_WORKER.timings)
-    records = _WORKER.run_unit(unit)
-    spent = {k: v - before.get(k, 0.0) for k, v in _WORKER.timings.items()}
-    return records, spent
+    runner = _WORKER[1]
+    before = dict(runner.timings)
+    records = runner.run_unit(unit)
+    return records, {k: v - before.get(k, 0.0) for k, v in runner.timings.items()}
+
+
+def _runner_args(runner: Runner) -> tuple:
+    root = str(runner.cache.root) if runner.cache.enabled else None
+    return (_worker_key(runner), runner.loaded, runner.model, runner.data, root)
 
 
 def run_processes(runner: Runner, units: list[Unit], workers: int, step: Callable[[], None]) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    root = str(runner.cache.root) if runner.cache.enabled else None
     records: list[dict] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(runner.loaded.path), root, threads)) as pool:
-        futures = [pool.submit(_run_in_worker, unit) for unit in units]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_init_pool_worker, initargs=(threads, *_runner_args(runner))) as pool:
+        futures = [pool.submit(_run_in_pool, unit) for unit in units]
         for future in as_completed(futures):
             unit_records, spent = future.result()
             records.extend(unit_records)
@@ -75,17 +90,8 @@ def run_processes(runner: Runner, units: list[Unit], workers: int, step: Callabl
 
 
 # -- Ray ----------------------------------------------------------------------------------------
-_RAY_RUNNERS: dict[str, Runner] = {}
-
-
-def _ray_unit(loaded, model, data, unit: Unit, cache_root: str | None) -> list[dict]:
-    key = f"{model.digest}|{data.digest()}|{loaded.suite.model_dump_json()}"
-    runner = _RAY_RUNNERS.get(key)
-    if runner is None:
-        runner = Runner(loaded, Cache(Path(cache_root) if cache_root else None), model=model, data=data)
-        _RAY_RUNNERS.clear()
-        _RAY_RUNNERS[key] = runner
-    return runner.run_unit(unit)
+def _ray_unit(key: str, loaded, model, data, cache_root: str | None, unit: Unit) -> list[dict]:
+    return _worker_runner(key, loaded, model, data, cache_root).run_unit(unit)
 
 
 def run_ray(runner: Runner, units: list[Unit], step: Callable[[], None], *, address: str | None,
@@ -97,27 +103,22 @@ def run_ray(runner: Runner, units: list[Unit], step: Callable[[], None], *, addr
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                         p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH"))
-                         if p)}})
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: "
                             f"{str(exc).splitlines()[0][:200]}; check --address") from None
     try:
         remote = ray.remote(_ray_unit).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=max_retries,
                                               retry_exceptions=False)
-        loaded_ref = ray.put(runner.loaded)
-        model_ref = ray.put(runner.model)
-        data_ref = ray.put(runner.data)
-        root = str(runner.cache.root) if runner.cache.enabled else None
+        key, loaded, model, data, root = _runner_args(runner)
+        loaded_ref, model_ref, data_ref = ray.put(loaded), ray.put(model), ray.put(data)
         cap = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
         queue = list(units)
         in_flight: list = []
         records: list[dict] = []
         while queue or in_flight:
             while queue and len(in_flight) < cap:
-                in_flight.append(remote.remote(loaded_ref, model_ref, data_ref, queue.pop(0), root))
+                in_flight.append(remote.remote(key, loaded_ref, model_ref, data_ref, root, queue.pop(0)))
             done, in_flight = ray.wait(in_flight, num_returns=1)
             for ref in done:
                 records.extend(ray.get(ref))

@@ -58,16 +58,6 @@ def code_digest(obj: type | str) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _fault_point(name: str, count: int) -> None:
     """Crash injection for the resume tests: SIGKILL this process at the N-th cache write.
 

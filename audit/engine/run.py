@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from audit.engine.backends import run_local, run_processes, run_ray
-from audit.engine.cache import Cache, default_cache_dir
+from audit.engine.cache import Cache
 from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
 from audit.engine.runner import Runner, order_records, preflight
@@ -33,16 +33,15 @@ class RunResult:
     exit_code: int
     model: LoadedModel | None = None
     data_digest: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, *,
-              cache_dir: Path | None | str = "default", workers: int = 1, backend: str = "local",
+              cache_dir: Path | None = None, workers: int = 1, backend: str = "local",
               address: str | None = None, gpus_per_task: float = 0.0) -> RunResult:
     """Run ``loaded`` and write results.jsonl, summary.csv, report.md and manifest.json to ``out``.
 
-    Bad input raises :class:`UserError` before anything is written. ``cache_dir``: a folder,
-    ``None`` for no cache, or ``"default"`` (``EXPLAIN_AUDIT_CACHE`` or ~/.cache/explain-audit).
+    Bad input raises :class:`UserError` before anything is written. ``cache_dir``: the cache
+    folder, or ``None`` for no cache (the CLI passes :func:`default_cache_dir` unless told).
     """
     from audit.engine.gates import evaluate_gates
     from audit.report.manifest import build_manifest
@@ -57,7 +56,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend {backend!r}; use local or ray")
     wall_started = time.perf_counter()
-    cache = Cache(default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None))
+    cache = Cache(cache_dir)
     runner = Runner(loaded, cache)
     preflight(runner.model, runner.data, runner.device)
     progress.log(f"model {runner.model.source} on {runner.device}; data {runner.data.description}")
@@ -87,7 +86,6 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     runner.timings["total"] = time.perf_counter() - wall_started
     result = RunResult(records, summary, gates, dict(runner.timings), out, exit_code,
                        runner.model, runner.data_digest)
-    result.notes.append(f"cache: {cache.root or 'off'} ({cache.hits} hits, {cache.misses} misses)")
     manifest = build_manifest(loaded, result, runner.data.description, str(runner.device),
                               platform.python_version())
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}

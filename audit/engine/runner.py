@@ -82,16 +82,15 @@ class Runner:
     """Everything a unit of work needs: model, data, plugins, attacked models, cache."""
 
     def __init__(self, loaded: LoadedSuite, cache: Cache, *, model: LoadedModel | None = None,
-                 data: Dataset | None = None, device: torch.device | None = None):
+                 data: Dataset | None = None):
         self.loaded = loaded
         self.suite = loaded.suite
         self.cache = cache
         self.timings: dict[str, float] = defaultdict(float)
         started = time.perf_counter()
-        self.device = device or pick_device(self.suite.device)
+        self.device = pick_device(self.suite.device)
         self.model = model or load_model(self.suite.model, loaded.resolve, self.device)
-        if self.model.model is not None:
-            self.model.model.to(self.device).eval()
+        self.model.model.to(self.device).eval()  # a worker's copy may come from another device
         self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
         if self.suite.target == "label" and not self.data.class_names:
             raise UserError("target: label needs labelled data")

@@ -41,7 +41,7 @@ class Saliency(Explainer):
                 ctx: ExplainContext) -> torch.Tensor:
         from captum.attr import Saliency as CaptumSaliency
 
-        forward = _Output(without_inplace(model).eval(), self.params.output)
+        forward = _Output(without_inplace(model), self.params.output)
         inputs = x.detach().clone().requires_grad_(True)
         with eval_mode(forward):
             grads = CaptumSaliency(forward).attribute(inputs, target=target, abs=True)
