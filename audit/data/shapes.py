@@ -35,7 +35,7 @@ class ShapesBatch:
     indices: torch.Tensor  # (B,) int64, the sample indices within the split
 
 
-def _uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> torch.Tensor:
+def uniform(gen: torch.Generator, low: float, high: float, *shape: int) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape or (1,), generator=gen)
 
 
@@ -84,17 +84,17 @@ def _signed_distance(shape: str, u: torch.Tensor, v: torch.Tensor, radius: float
 def _background(gen: torch.Generator, size: int) -> torch.Tensor:
     # a muted base (grey level plus a tint) so the object's shape, not the scene's colour,
     # is what tells the classes apart
-    base = (_uniform(gen, 0.3, 0.7, 1) + 0.08 * torch.randn(3, generator=gen)).view(3, 1, 1)
+    base = (uniform(gen, 0.3, 0.7, 1) + 0.08 * torch.randn(3, generator=gen)).view(3, 1, 1)
     grid = int(torch.randint(3, 8, (1,), generator=gen))
     low = torch.randn(1, 3, grid, grid, generator=gen) * 0.07
     low = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)[0]
     img = base + low + torch.randn(3, size, size, generator=gen) * 0.02
     if float(torch.rand(1, generator=gen)) < 0.4:  # stripes, a texture with orientation
-        theta = float(_uniform(gen, 0, math.pi))
-        freq = float(_uniform(gen, 0.05, 0.2))
+        theta = float(uniform(gen, 0, math.pi))
+        freq = float(uniform(gen, 0.05, 0.2))
         ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
         wave = torch.sin(2 * math.pi * freq * (xs * math.cos(theta) + ys * math.sin(theta)))
-        img = img + 0.04 * wave * _uniform(gen, -1, 1, 3).view(3, 1, 1)
+        img = img + 0.04 * wave * uniform(gen, -1, 1, 3).view(3, 1, 1)
     return img
 
 
@@ -102,12 +102,17 @@ def _distractors(gen: torch.Generator, img: torch.Tensor) -> torch.Tensor:
     size = img.shape[-1]
     ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     for _ in range(int(torch.randint(1, 4, (1,), generator=gen))):
-        cy, cx = (float(v) for v in _uniform(gen, 0, size, 2))
-        sigma = float(_uniform(gen, 1.5, 3.5))
+        cy, cx = (float(v) for v in uniform(gen, 0, size, 2))
+        sigma = float(uniform(gen, 1.5, 3.5))
         colour = torch.rand(3, 1, 1, generator=gen)
         alpha = 0.85 * torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
         img = img * (1 - alpha) + colour * alpha
     return img
+
+
+def scene(gen: torch.Generator, size: int) -> torch.Tensor:
+    """The (3, S, S) background every shapes image is drawn on: texture plus distractor blobs."""
+    return _distractors(gen, _background(gen, size))
 
 
 def _object_colour(gen: torch.Generator, around: torch.Tensor) -> torch.Tensor:
@@ -125,13 +130,22 @@ def render_sample(index: int, split: str = "test", seed: int = 0, size: int = IM
         raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLIT_SIZES)}")
     gen = generator(seed, "shapes", split, int(index))
     label = int(index) % len(CLASSES)  # balanced by construction
-    img = _distractors(gen, _background(gen, size))
+    img = scene(gen, size)
 
     scale = size / 64.0
-    radius = float(_uniform(gen, 9.0, 17.0)) * scale
+    radius = float(uniform(gen, 9.0, 17.0)) * scale
     margin = radius * 1.2 + 1
-    cy, cx = (float(v) for v in _uniform(gen, margin, size - margin, 2))
-    rotation = float(_uniform(gen, 0, 2 * math.pi))
+    cy, cx = (float(v) for v in uniform(gen, margin, size - margin, 2))
+    img, inside = draw_shape(gen, img, label, radius, cy, cx)
+    return img.clamp(0, 1), label, inside
+
+
+def draw_shape(gen: torch.Generator, img: torch.Tensor, label: int, radius: float, cy: float,
+               cx: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``img`` with a shape of class ``label`` drawn at (cy, cx) (random rotation, a colour that
+    stands out from the local background, a little shading) and the shape's mask (S, S) bool."""
+    size = img.shape[-1]
+    rotation = float(uniform(gen, 0, 2 * math.pi))
     ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     dy, dx = ys - cy, xs - cx
     u = dx * math.cos(rotation) + dy * math.sin(rotation)
@@ -144,7 +158,7 @@ def render_sample(index: int, split: str = "test", seed: int = 0, size: int = IM
     colour = _object_colour(gen, around).view(3, 1, 1)
     shade = 1 + 0.05 * torch.randn(1, size, size, generator=gen)
     img = img * (1 - coverage) + (colour * shade) * coverage
-    return img.clamp(0, 1), label, inside
+    return img, inside
 
 
 def render(indices: Sequence[int] | torch.Tensor, split: str = "test", seed: int = 0,

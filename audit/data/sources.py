@@ -1,4 +1,5 @@
-"""Where the audited images come from: ``builtin:shapes`` or ``folder:PATH`` (ImageFolder layout).
+"""Where the audited images come from: ``builtin:shapes``, ``builtin:shapes-pairs`` (two shapes of
+two classes per image, for active fooling) or ``folder:PATH`` (ImageFolder layout).
 
 Images reach the engine in pixel space [0, 1] at the model's input size, in batches, each with
 its sample id (stable across runs), label (-1 if unknown) and, for builtin data, the
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from audit.data import shapes
+from audit.data import pairs, shapes
 from audit.errors import UserError
 from audit.models.spec import InputSpec
 from audit.seeding import generator
@@ -34,6 +35,7 @@ class Dataset:
     """A fixed, ordered selection of ``n`` samples."""
 
     class_names: tuple[str, ...] = ()
+    single_label: bool = True  # False: images hold several classes and carry no label
     has_masks: bool = False
     description: str = ""
 
@@ -70,6 +72,32 @@ class ShapesData(Dataset):
     def digest(self) -> str:
         key = f"shapes-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
         return hashlib.sha256(key.encode()).hexdigest()
+
+
+class PairsData(Dataset):
+    """Two shapes of two classes per image (:mod:`audit.data.pairs`): no labels, no masks."""
+
+    class_names = shapes.CLASSES
+    single_label = False
+
+    def __init__(self, split: str, n: int, size: int, seed: int = 0):
+        self.split, self.n, self.size, self.seed = split, n, size, seed
+        self.description = f"builtin:shapes-pairs split={split} n={n} size={size}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, positions: range) -> DataBatch:
+        images, _, _ = pairs.render_pairs(list(positions), self.split, self.seed, self.size)
+        unknown = torch.full((len(positions),), -1, dtype=torch.long)
+        return DataBatch(images, unknown, tuple(int(i) for i in positions))
+
+    def digest(self) -> str:
+        key = f"shapes-pairs-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+
+BUILTIN = {"shapes": ShapesData, "shapes-pairs": PairsData}
 
 
 def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -162,16 +190,18 @@ class FolderData(Dataset):
 def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
     scheme, sep, rest = cfg.source.partition(":")
     if not sep or scheme not in ("builtin", "folder") or not rest:
-        return [("source", f"data source {cfg.source!r} must be builtin:shapes or folder:PATH")]
+        return [("source", f"data source {cfg.source!r} must be builtin:shapes, "
+                           "builtin:shapes-pairs or folder:PATH")]
     if scheme == "builtin":
-        if rest != "shapes":
-            return [("source", f"unknown builtin data set {rest!r}; use builtin:shapes")]
+        if rest not in BUILTIN:
+            return [("source", f"unknown builtin data set {rest!r}; use "
+                               f"{' or '.join('builtin:' + name for name in BUILTIN)}")]
         problems = []
         if cfg.split not in shapes.SPLIT_SIZES:
-            problems.append(("split", f"shapes has splits {', '.join(shapes.SPLIT_SIZES)}; "
+            problems.append(("split", f"{rest} has splits {', '.join(shapes.SPLIT_SIZES)}; "
                                       f"not {cfg.split!r}"))
         elif cfg.n > shapes.SPLIT_SIZES[cfg.split]:
-            problems.append(("n", f"n is {cfg.n} but shapes/{cfg.split} has "
+            problems.append(("n", f"n is {cfg.n} but {rest}/{cfg.split} has "
                                   f"{shapes.SPLIT_SIZES[cfg.split]} images; lower n"))
         return problems
     root = resolve(rest)
@@ -184,5 +214,5 @@ def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, st
 def load_data(cfg, resolve: Callable[[str], Path], spec: InputSpec, seed: int) -> Dataset:
     scheme, _, rest = cfg.source.partition(":")
     if scheme == "builtin":
-        return ShapesData(cfg.split, cfg.n, spec.size)
+        return BUILTIN[rest](cfg.split, cfg.n, spec.size)
     return FolderData(resolve(rest), cfg.n, spec, seed, cfg.labels, cfg.max_corrupt)

@@ -29,6 +29,7 @@ from audit.engine.suite import LoadedSuite
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.inference import full_fp32_on_gpu
 from audit.models.sources import LoadedModel, load_model
 from audit.seeding import derive_seed
 
@@ -89,11 +90,16 @@ class Runner:
         self.timings: dict[str, float] = defaultdict(float)
         started = time.perf_counter()
         self.device = pick_device(self.suite.device)
+        if self.device.type == "cuda":
+            full_fp32_on_gpu()
         self.model = model or load_model(self.suite.model, loaded.resolve, self.device)
         self.model.model.to(self.device).eval()  # a worker's copy may come from another device
         self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
         if self.suite.target == "label" and not self.data.class_names:
             raise UserError("target: label needs labelled data")
+        if self.suite.target == "label" and not self.data.single_label:
+            raise UserError(f"target: label, but {self.suite.data.source} images hold two classes and "
+                            "carry no label; use target: predicted")
         self.items = {"explainers": {i.id: i for i in self.suite.explainers},
                       "attacks": {i.id: i for i in self.suite.attacks},
                       "metrics": {i.id: i for i in self.suite.metrics}}
@@ -142,10 +148,10 @@ class Runner:
                         explainer=self._item("explainers", explainer_id),
                         metric=self._item("metrics", metric_id), ids=list(ids), **self._base_key())
 
-    def map_key(self, explainer_id: str, attack_id: str | None, ids) -> str:
+    def map_key(self, explainer_id: str, attack_id: str | None, ids, role: str = "target") -> str:
         return make_key(kind="map", explainer=self._item("explainers", explainer_id),
                         attack=None if attack_id is None else self._item("attacks", attack_id),
-                        ids=list(ids), **self._base_key())
+                        ids=list(ids), role=role, **self._base_key())
 
     # -- attacked settings ---------------------------------------------------------------------
     def attack_context(self, attack_id: str, ids=()) -> AttackContext:
@@ -181,8 +187,9 @@ class Runner:
         finally:
             self.timings[stage] += time.perf_counter() - started
 
-    def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None):
-        key = self.map_key(explainer_id, attack_id, ids)
+    def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None,
+                 role: str = "target"):
+        key = self.map_key(explainer_id, attack_id, ids, role)
         cached = self.cache.get_tensors("maps", key)
         if cached is not None:
             return cached["map"].to(self.device)
@@ -245,14 +252,17 @@ class Runner:
         x = self.model.spec.normalize(batch.images.to(self.device))
         labels = batch.labels.to(self.device)
         with torch.no_grad():
-            predicted = model(x).argmax(dim=1)
+            logits = model(x)
+        predicted = logits.argmax(dim=1)
         target = labels if self.suite.target == "label" else predicted
+        # c₂ of active fooling: the original model's most probable class other than the target
+        swap_target = logits.scatter(1, target.view(-1, 1), float("-inf")).argmax(dim=1)
         truth = None if batch.masks is None else batch.masks.to(self.device)
-        clean_map: list = []  # computed on first need, shared by every attack of the unit
+        clean: dict = {}  # clean maps (target, swap), computed on first need, shared by all attacks
 
         for attack_id, missing in pending.items():
             results = self._attack_cells(attack_id, unit.group, missing, batch, x, labels, predicted,
-                                         target, truth, clean_map)
+                                         target, swap_target, truth, clean)
             for metric_id, result in results.items():
                 new = self._records(attack_id, unit.group, metric_id, ids, result)
                 if all(r["status"] != "error" for r in new):  # errors are retried on the next run
@@ -260,8 +270,8 @@ class Runner:
                 records.extend(new)
         return records
 
-    def _attack_cells(self, attack_id, group, metric_ids, batch, x, labels, predicted, target, truth,
-                      clean_map) -> dict[str, MetricResult]:
+    def _attack_cells(self, attack_id, group, metric_ids, batch, x, labels, predicted, target, swap_target,
+                      truth, clean) -> dict[str, MetricResult]:
         ids, n = batch.ids, len(batch.ids)
         attack = self.attacks[attack_id]
         attacked = self.attacked_model(attack_id)
@@ -281,14 +291,18 @@ class Runner:
             reason = f"attack {attack_id!r} failed: {type(exc).__name__}: {exc}"
             return {m: MetricResult.error(n, reason) for m in metric_ids}
 
-        map_clean = map_att = None
+        map_clean = map_att = map_swap = None
         if group != NO_EXPLAINER:
             try:
-                if not clean_map:
-                    clean_map.append(self._explain(group, model, x, target, ids, None))
-                map_clean = clean_map[0]
+                if "target" not in clean:
+                    clean["target"] = self._explain(group, model, x, target, ids, None)
+                map_clean = clean["target"]
                 map_att = map_clean if attack.kind == "identity" else self._explain(
                     group, attacked, x_att, target, ids, attack_id)
+                if any(self.metrics[m].needs_swap_map() for m in metric_ids):
+                    if "swap" not in clean:
+                        clean["swap"] = self._explain(group, model, x, swap_target, ids, None, "swap")
+                    map_swap = clean["swap"]
             except Exception as exc:
                 reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
@@ -298,7 +312,7 @@ class Runner:
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
-                map=map_clean, map_attacked=map_att, truth=truth,
+                map=map_clean, map_attacked=map_att, truth=truth, swap_target=swap_target, map_swap=map_swap,
                 seed=derive_seed(self.suite.seed, "metric", attack_id, group, metric_id),
                 sample_ids=tuple(ids), device=self.device)
             results[metric_id] = self._compute(metric_id, inputs)

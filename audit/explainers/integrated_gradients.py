@@ -10,6 +10,7 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
 from audit.explainers.saliency import _Output
+from audit.models.inference import forward_chunk
 from audit.registry import Params
 
 
@@ -18,7 +19,8 @@ class IntegratedGradientsParams(Params):
     baseline: Literal["zero", "black"] = Field(
         "zero", description="zero: normalised 0 (the data set's mean colour); black: pixel value 0")
     output: Literal["logit", "probability"] = Field("logit", description="attribute the logit or its softmax")
-    internal_batch_size: int = Field(256, ge=1, description="interpolated images per backward pass")
+    internal_batch_size: int | None = Field(None, ge=1, description="interpolated images per backward pass; "
+                                            "default 32 on a CPU, 128 on a GPU")
 
 
 @EXPLAINERS.register("integrated_gradients")
@@ -42,5 +44,6 @@ class IntegratedGradients(Explainer):
         with eval_mode(forward):
             attr = CaptumIG(forward).attribute(inputs, baselines=baseline, target=target,
                                                n_steps=self.params.n_steps,
-                                               internal_batch_size=self.params.internal_batch_size)
+                                               internal_batch_size=forward_chunk(
+                                                   x.device, self.params.internal_batch_size, gradients=True))
         return attr.sum(dim=1)

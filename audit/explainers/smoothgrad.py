@@ -15,12 +15,14 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
 from audit.explainers.saliency import SaliencyParams, _Output
+from audit.models.inference import forward_chunk
 
 
 class SmoothGradParams(SaliencyParams):
     n_samples: int = Field(25, ge=1, description="noisy copies per image")
     noise_level: float = Field(0.15, ge=0.0, description="sigma as a fraction of the image's value range")
-    batch_size: int = Field(128, ge=1, description="noisy images per backward pass")
+    batch_size: int | None = Field(None, ge=1, description="noisy images per backward pass; default "
+                                   "32 on a CPU, 128 on a GPU")
 
 
 @EXPLAINERS.register("smoothgrad")
@@ -56,8 +58,9 @@ class SmoothGrad(Explainer):
         grads = []
         with eval_mode(forward):
             saliency = CaptumSaliency(forward)
-            for start in range(0, noisy.shape[0], self.params.batch_size):
-                part = noisy[start:start + self.params.batch_size].clone().requires_grad_(True)
+            chunk = forward_chunk(x.device, self.params.batch_size, gradients=True)
+            for start in range(0, noisy.shape[0], chunk):
+                part = noisy[start:start + chunk].clone().requires_grad_(True)
                 grads.append(saliency.attribute(part, target=targets[start:start + part.shape[0]],
                                                 abs=True).sum(dim=1))
         maps = torch.cat(grads) if grads else x.new_zeros((0, *x.shape[-2:]))

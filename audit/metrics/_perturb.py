@@ -1,9 +1,10 @@
 """Shared machinery of the perturbation metrics (AOPC, deletion, insertion, crop).
 
-- :func:`target_probs` sends many perturbed images through a model in as few forward calls as
-  ``max_batch`` allows, building each chunk lazily so the full stack never sits in memory.
-  The metrics default to 256 images per call: for a 64×64 ResNet that keeps one activation
-  around 100 MB on a CPU; on a GPU raise it (fewer, larger calls).
+- :func:`target_probs` sends many perturbed images through the model's inference copy
+  (:func:`audit.models.inference.inference_model`) in chunks of ``max_batch`` images, building
+  each chunk lazily so the full stack never sits in memory. ``max_batch=None`` takes the
+  device's default (:func:`audit.models.inference.forward_chunk`: small chunks on a CPU, where
+  large ones fall out of the caches; large ones on a GPU).
 - :func:`compose` builds a chunk of perturbed images from one mask per image row.
 - :func:`baseline` is the replacement image A of a perturbation (zero, mean, blur, noise, ...).
 - :func:`descending_rank` turns a map (or per-region sums) into a removal order; maps without a
@@ -19,23 +20,26 @@ import torch
 from torch import nn
 
 from audit.explainers.fills import fill, gaussian_blur
+from audit.models.inference import forward_chunk, inference_model
 from audit.models.spec import InputSpec
 from audit.seeding import generator
 
 
 @torch.no_grad()
 def target_probs(model: nn.Module, n: int, build: Callable[[int, int], torch.Tensor],
-                 target: torch.Tensor, max_batch: int, log: bool = False) -> torch.Tensor:
+                 target: torch.Tensor, max_batch: int | None = None, log: bool = False) -> torch.Tensor:
     """Softmax probability (``log``: its log, finite even where it underflows) of ``target[i]``
     for ``n`` images made on demand, as float64 (n,).
 
     ``build(start, end)`` returns images start..end-1; ``target`` is (n,). Rows are processed in
-    chunks of ``max_batch`` — one forward call per chunk.
+    chunks of ``max_batch`` (default: the device's) — one forward call per chunk.
     """
     out = torch.empty(n, dtype=torch.float64, device=target.device)
-    for start in range(0, n, max_batch):
-        end = min(n, start + max_batch)
-        logp = torch.log_softmax(model(build(start, end)).to(torch.float64), dim=1)
+    chunk = forward_chunk(target.device, max_batch)
+    fast = inference_model(model)
+    for start in range(0, n, chunk):
+        end = min(n, start + chunk)
+        logp = torch.log_softmax(fast(build(start, end)).to(torch.float64), dim=1)
         picked = logp.gather(1, target[start:end].view(-1, 1).to(logp.device)).squeeze(1)
         out[start:end] = (picked if log else picked.exp()).to(out.device)
     return out

@@ -46,7 +46,7 @@ def region_ids(h: int, w: int, size: int, device: torch.device) -> tuple[torch.T
 def region_perturbation(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
                         spec: InputSpec, *, region_size: int = 8, steps: int | None = None,
                         baseline_kind: str = "zero", seed: int = 0, sample_ids=(),
-                        max_batch: int = 256, orders: tuple[str, ...] = ORDERS) -> dict[str, torch.Tensor]:
+                        max_batch: int | None = None, orders: tuple[str, ...] = ORDERS) -> dict[str, torch.Tensor]:
     """Target-class probability curves f_c(x⁽ᵏ⁾), k = 0..L, per requested order: {order: (B, L+1)}.
 
     Regions are ranked by summed relevance, ties by region index (stable). A degenerate map has
@@ -145,7 +145,8 @@ class _AOPCParams(Params):
     region_size: int = Field(8, ge=1, description="side of the square regions, pixels")
     steps: int | None = Field(None, ge=1, description="regions removed (L); default all")
     baseline: Literal["zero", "black", "mean", "blur", "noise"] = "zero"
-    max_batch: int = Field(256, ge=1, description="images per forward call (memory bound)")
+    max_batch: int | None = Field(None, ge=1, description="images per forward call; "
+                                   "default: 32 on a CPU, 1024 on a GPU")
 
 
 class _AOPC(Metric):

@@ -40,7 +40,10 @@ class MetricInputs:
     seed: int = 0  # derived from the suite seed and the cell's identity
     sample_ids: tuple[int, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    # FSR "active" fooling (METHODS §4): the original model's clean map for the swapped class c₂.
+    # FSR "active" fooling (METHODS §4): the swapped class c₂ of each image (the original model's
+    # most probable class other than the target) and the original model's clean map for it.
+    # The engine fills both only for metrics whose ``needs_swap_map()`` is true.
+    swap_target: torch.Tensor | None = None
     map_swap: torch.Tensor | None = None
 
     @property
@@ -86,6 +89,10 @@ class Metric(Plugin):
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         return {"higher_is_better": cls.higher_is_better, "compares": cls.compares}
+
+    def needs_swap_map(self) -> bool:
+        """Whether :meth:`compute` reads ``map_swap`` (costs one more explanation per batch)."""
+        return False
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         raise NotImplementedError

@@ -29,7 +29,7 @@ from audit.registry import Params
 
 def causal_curve(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, spec: InputSpec, *,
                  mode: str, steps: int, baseline_kind: str, seed: int = 0, sample_ids=(),
-                 max_batch: int = 256) -> torch.Tensor:
+                 max_batch: int | None = None) -> torch.Tensor:
     """(B, steps+1) target probability along the deletion or insertion path.
 
     ``deletion`` starts from x and replaces pixels with the baseline; ``insertion`` starts from
@@ -66,7 +66,8 @@ def curve_auc(curve: torch.Tensor) -> torch.Tensor:
 
 class _CausalParams(Params):
     steps: int = Field(32, ge=1, description="curve steps; each changes ceil(HW/steps) pixels")
-    max_batch: int = Field(256, ge=1, description="images per forward call (memory bound)")
+    max_batch: int | None = Field(None, ge=1, description="images per forward call; "
+                                   "default: 32 on a CPU, 1024 on a GPU")
 
 
 class _Causal(Metric):

@@ -113,7 +113,8 @@ class Crop(Metric):
         threshold: Literal["mean"] | float = Field("mean", description="'mean' or a value in [0, 1]")
         connectivity: Literal[4, 8] = 8
         min_area: float = Field(0.05, gt=0, le=1, description="area floor inside the log")
-        max_batch: int = Field(256, ge=1, description="images per forward call (memory bound)")
+        max_batch: int | None = Field(None, ge=1, description="images per forward call; "
+                                   "default: 32 on a CPU, 1024 on a GPU")
 
         @field_validator("threshold")
         @classmethod

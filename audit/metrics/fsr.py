@@ -50,15 +50,17 @@ def topk_loss(clean: torch.Tensor, attacked: torch.Tensor, fraction: float) -> t
 class FSR(Metric):
     """Fooling success rate: 1 per image whose fooling test loss lies in the success interval.
 
-    ``fooling``: ``location`` (t = mean (h − frame)², R = [0, 0.2]), ``topk`` (t = mean of h² over
-    the clean map's top 10 %, R = [0, 0.3]), ``center_mass`` (normalised centre-of-mass
-    displacement, R = [0.1, 1]) or ``active`` (t = Spearman(h_c₁(w*), h_c₂(w₀)), R = [0.5, 1];
-    needs ``MetricInputs.map_swap``, else skipped). Maps are min–max normalised, optionally
-    average-pooled to ``resolution``² first (the paper's losses live at the target layer, e.g.
-    8×8 for the reference ResNet). Degenerate maps (status ``degenerate``): a flat attacked map
-    normalises to 0 (location: t = frame area share; top-k: t = 0, i.e. fooled — the top-k mass
-    is gone); a flat map's centre of mass is the image centre; Spearman with a flat map is 0.
-    Higher means the manipulation succeeded, so lower is better for the explainer.
+    ``fooling``: ``location`` (t = mean (h − frame)², R = [0, 0.2]), ``topk`` (t = mean of h²
+    over the clean map's top 10 %, R = [0, 0.3]), ``center_mass`` (normalised centre-of-mass
+    displacement, R = [0.1, 1]) or ``active`` (t = Spearman(h_c₁(w*), h_c₂(w₀)), R = [0.5, 1]:
+    c₁ is the target, c₂ the original model's most probable other class on the clean image, so
+    on two-class images — ``builtin:shapes-pairs`` — c₂ is the other class present). Maps are
+    min–max normalised, optionally average-pooled to ``resolution``² first (the paper's losses
+    live at the target layer, e.g. 8×8 for the reference ResNet). Degenerate maps (status
+    ``degenerate``): a flat attacked map normalises to 0 (location: t = frame area share; top-k:
+    t = 0, i.e. fooled — the top-k mass is gone); a flat map's centre of mass is the image
+    centre; Spearman with a flat map is 0. Higher means the manipulation succeeded, so lower is
+    better for the explainer.
     """
 
     higher_is_better = False
@@ -76,6 +78,9 @@ class FSR(Metric):
             if self.interval is not None and self.interval[0] > self.interval[1]:
                 raise ValueError("interval must be (low, high) with low <= high")
             return self
+
+    def needs_swap_map(self) -> bool:
+        return self.params.fooling == "active"
 
     def _pool(self, maps: torch.Tensor) -> torch.Tensor:
         if self.params.resolution is None:

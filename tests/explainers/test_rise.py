@@ -39,6 +39,8 @@ class LooksAtRegion(nn.Module):
 
 
 class Recorder(nn.Module):
+    explain_audit_inference_copy = False  # its forward has a side effect the copy would lose
+
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner, self.seen = inner, []

@@ -77,7 +77,7 @@ def test_one_forward_call_per_max_batch_and_same_values():
     aopc_module._MEMO.__init__()
     inputs = make_inputs(x, model, map_clean=maps, target=target)
     model.calls = model.images = 0
-    full = {name: METRICS.create(name, {"region_size": 4}).compute(inputs)
+    full = {name: METRICS.create(name, {"region_size": 4, "max_batch": 256}).compute(inputs)
             for name in ("aopc", "aopc_lerf", "aopc_random")}
     assert model.calls == 1  # all three rows of four images: 4 × (1 + 3·16) images, one call
     assert model.images == 4 * (1 + 3 * 16)

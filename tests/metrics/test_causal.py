@@ -68,7 +68,7 @@ def test_few_forward_calls():
     model, x, maps, target = setup(b=4)
     inputs = make_inputs(x, model, map_clean=maps, target=target)
     model.calls = 0
-    METRICS.create("insertion", {"steps": 10}).compute(inputs)
+    METRICS.create("insertion", {"steps": 10, "max_batch": 256}).compute(inputs)
     assert model.calls == 1
     model.calls = 0
     METRICS.create("insertion", {"steps": 10, "max_batch": 11}).compute(inputs)
