@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from audit.data import shapes
+from audit.engine.device import reproducible
 from audit.metrics.aopc import aopc_from_curves, region_perturbation
-from audit.models.inference import full_fp32_on_gpu, inference_model
+from audit.models.inference import inference_model
 from audit.models.shapes_resnet import INPUT_SPEC, ShapesResNet, load_reference
 
 N_IMAGES, REGION, STEPS = 32, 8, 64
@@ -83,12 +84,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="our images per forward call (default: the device's, as in the audit)")
-    parser.add_argument("--tf32", action="store_true", help="leave TF32 on (PyTorch's default); "
-                        "the audit turns it off")
+    parser.add_argument("--tf32", action="store_true", help="leave TF32 and cuDNN autotuning on "
+                        "(PyTorch's defaults); the audit turns them off")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda" and not args.tf32:
-        full_fp32_on_gpu()  # as the audit runs (both contenders)
+    if not args.tf32:
+        reproducible(device)  # as the audit runs (both contenders): fp32, deterministic kernels
 
     model, x, maps, target, note = setup(device)
     print(f"model: {note}; {N_IMAGES} images {tuple(x.shape[1:])}, regions {REGION}², L = {STEPS}, "

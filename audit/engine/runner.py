@@ -24,12 +24,12 @@ from torch import nn
 from audit.attacks.base import ATTACKS, Attack, AttackContext
 from audit.data.sources import DataBatch, Dataset, load_data
 from audit.engine.cache import Cache, code_digest, make_key
+from audit.engine.device import pick_device, reproducible
 from audit.engine.plan import NO_EXPLAINER
 from audit.engine.suite import LoadedSuite
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
-from audit.models.inference import full_fp32_on_gpu
 from audit.models.sources import LoadedModel, load_model
 from audit.seeding import derive_seed
 
@@ -38,14 +38,6 @@ from audit.seeding import derive_seed
 class Unit:
     batch: int
     group: str  # an explainer id, or '-' for the model-level metrics
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: cuda was asked for but no CUDA GPU is visible; use device: auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
@@ -90,8 +82,7 @@ class Runner:
         self.timings: dict[str, float] = defaultdict(float)
         started = time.perf_counter()
         self.device = pick_device(self.suite.device)
-        if self.device.type == "cuda":
-            full_fp32_on_gpu()
+        reproducible(self.device)
         self.model = model or load_model(self.suite.model, loaded.resolve, self.device)
         self.model.model.to(self.device).eval()  # a worker's copy may come from another device
         self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)

@@ -22,9 +22,8 @@ from pydantic import Field
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
-from audit.explainers.rise import MaskedScores, class_probability, mask_stream, model_device
+from audit.explainers.rise import MaskedScores, chunks, class_probability, mask_stream, model_device
 from audit.explainers.rise_masks import generate_palette_masks
-from audit.models.inference import forward_chunk
 from audit.registry import Params
 
 Colour = tuple[float, float, float]
@@ -39,7 +38,7 @@ class McRiseParams(Params):
     palette: tuple[Colour, ...] = Field(DEFAULT_PALETTE, min_length=1,
                                         description="fill colours, RGB in pixel space [0, 1]")
     batch_size: int | None = Field(None, ge=1, description="masked images per forward pass; default "
-                                   "32 on a CPU, 1024 on a GPU")
+                                   "32 on a CPU, 512 on a GPU")
 
 
 def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, params: McRiseParams,
@@ -58,9 +57,10 @@ def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, 
         return generate_palette_masks(m, (height, width), params.grid, params.p, k, gen,
                                       device=device, dtype=x.dtype)
 
-    stream = mask_stream(params.n_masks, make, seed, device, forward_chunk(device, params.batch_size),
-                         "mc-rise-masks", params.grid, params.p, k, reuse=True)
-    score = class_probability(model)
+    mask_chunk, forward = chunks(device, params.batch_size)
+    stream = mask_stream(params.n_masks, make, seed, device, mask_chunk, "mc-rise-masks", params.grid,
+                         params.p, k, reuse=True)
+    score = class_probability(model, forward)
     with torch.inference_mode():
         for masks in stream:
             totals += masks.flatten(2).sum(dim=0)

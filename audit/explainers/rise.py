@@ -1,9 +1,9 @@
 """RISE (Petsiuk et al., BMVC 2018): saliency from randomly masked copies of the image.
 
 Own implementation (METHODS §1). Masks come from :func:`audit.explainers.rise_masks.generate_masks`
-in chunks of ``batch_size`` (default: the device's forward chunk, see
-:mod:`audit.models.inference`) on the model's device; masked images go through the model's
-inference copy (BatchNorm folded, channels-last); each chunk is used for every image of the
+in chunks of at least ``MASK_CHUNK`` on the model's device; the masked images go through the
+model's inference copy (BatchNorm folded, channels-last) in forward calls of ``batch_size``
+images (default: the device's, see :mod:`audit.models.inference`); each chunk is used for every image of the
 batch and then dropped, so at most one chunk of masks is held at a time. The masks are drawn from
 a generator seeded with ``ctx.seed`` alone: the original and the attacked model of a cell, and
 every image, see the same masks (common random numbers), so differences between two maps come
@@ -44,8 +44,8 @@ class RiseParams(Params):
     fill: FillName = Field("zero", description="what occluded pixels become (audit.explainers.fills)")
     normalize: Literal["mask_sum", "expectation"] = Field(
         "mask_sum", description="divide by each pixel's total mask weight, or by N p (the paper)")
-    batch_size: int | None = Field(None, ge=1, description="masked images per forward pass (and masks "
-                                   "per chunk); default 32 on a CPU, 1024 on a GPU")
+    batch_size: int | None = Field(None, ge=1, description="masked images per forward pass; default 32 "
+                                   "on a CPU, 512 on a GPU")
     # control_variate: plain RISE plus a linear control variate on coarse mask features, which
     # converges with fewer masks to the same limit (audit.explainers.rise_cv); needs mask_sum
     estimator: Literal["plain", "control_variate"] = Field(
@@ -86,14 +86,27 @@ class MaskedScores:
                             for r in self.reference]).to(self.sums.device)
 
 
-def class_probability(model: nn.Module) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """Softmax probability of one class for a batch, through the model's inference copy
-    (call under ``inference_mode``, model in eval mode)."""
+def class_probability(model: nn.Module, chunk: int | None = None
+                      ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """Softmax probability of one class for a batch, through the model's inference copy in
+    forward calls of ``chunk`` images (call under ``inference_mode``, model in eval mode)."""
     fast = inference_model(model)
 
     def score(x: torch.Tensor, target: int) -> torch.Tensor:
-        return fast(x).softmax(dim=1)[:, target]
+        if chunk is None or x.shape[0] <= chunk:
+            return fast(x).softmax(dim=1)[:, target]
+        return torch.cat([fast(x[i:i + chunk]).softmax(dim=1)[:, target] for i in range(0, x.shape[0], chunk)])
     return score
+
+
+MASK_CHUNK = 256  # masks made, applied and accumulated at a time (the model sees smaller chunks
+# on a CPU): fewer, larger mask operations keep RISE's own cost small next to the forwards
+
+
+def chunks(device: torch.device, requested: int | None) -> tuple[int, int]:
+    """(masks per chunk, images per forward call) for RISE-like explainers on ``device``."""
+    forward = forward_chunk(device, requested)
+    return max(forward, MASK_CHUNK), forward
 
 
 MASK_BLOCK = 50  # masks per generator: the masks do not depend on the forward batch size
@@ -143,7 +156,8 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
     n_total = 0
     random_fill = params.fill in ("noise", "random_color")
     fixed = None if random_fill else fill(params.fill, x, spec)
-    score = class_probability(model)
+    mask_chunk, forward = chunks(device, params.batch_size)
+    score = class_probability(model, forward)
     cv = None
     if params.estimator == "control_variate":
         cv = ControlVariate(batch, height, width, params.grid, params.p, params.cv_grid, params.cv_ridge,
@@ -152,9 +166,8 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
     def make(m: int, gen: torch.Generator) -> torch.Tensor:
         return generate_masks(m, (height, width), params.grid, params.p, gen, device=device)
 
-    chunk = forward_chunk(device, params.batch_size)
-    stream = mask_stream(params.n_masks, make, seed, device, chunk, "rise-masks", params.grid, params.p,
-                         reuse=True)
+    stream = mask_stream(params.n_masks, make, seed, device, mask_chunk, "rise-masks", params.grid,
+                         params.p, reuse=True)
     buffer: torch.Tensor | None = None
     with torch.inference_mode():
         for masks in stream:

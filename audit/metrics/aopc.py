@@ -35,12 +35,16 @@ from audit.registry import Params
 ORDERS = ("morf", "lerf", "random")
 
 
-def region_ids(h: int, w: int, size: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """(H*W,) region index of each pixel (row-major grid of size×size cells) and the region count."""
-    cols = -(-w // size)
-    rows = torch.arange(h, device=device).view(-1, 1) // size
-    ids = rows * cols + torch.arange(w, device=device).view(1, -1) // size
-    return ids.flatten(), (-(-h // size)) * cols
+def region_sums(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, R) summed relevance of each size×size region (row-major grid; edge regions smaller).
+
+    A plain reduction over a (gh, s, gw, s) view of the zero-padded maps, so the sums are the
+    same on every device and run (a scatter-add on a GPU adds in thread order).
+    """
+    b, h, w = maps.shape
+    gh, gw = -(-h // size), -(-w // size)
+    padded = F.pad(maps.to(torch.float64), (0, gw * size - w, 0, gh * size - h))
+    return padded.view(b, gh, size, gw, size).sum(dim=(2, 4)).flatten(1)
 
 
 def region_perturbation(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
@@ -54,10 +58,11 @@ def region_perturbation(model, x: torch.Tensor, maps: torch.Tensor, target: torc
     an uninformed order does). The random order is a seeded permutation per sample id.
     """
     b, _, h, w = x.shape
-    ids, n_regions = region_ids(h, w, region_size, x.device)
+    gh, gw = -(-h // region_size), -(-w // region_size)
+    pad = (0, gw * region_size - w, 0, gh * region_size - h)
+    n_regions = gh * gw
     length = n_regions if steps is None else min(steps, n_regions)
-    sums = torch.zeros(b, n_regions, dtype=torch.float64, device=x.device)
-    sums.scatter_add_(1, ids.expand(b, -1), maps.to(device=x.device, dtype=torch.float64).flatten(1))
+    sums = region_sums(maps.to(x.device), region_size)
     sids = sample_ids_of(sample_ids, b)
     shuffled = random_scores(n_regions, seed, sids, "aopc-random", x.device)
     flat = is_degenerate(maps).to(x.device).view(b, 1)
@@ -70,8 +75,6 @@ def region_perturbation(model, x: torch.Tensor, maps: torch.Tensor, target: torc
     per_image = 1 + len(orders) * length  # x⁽⁰⁾ once, then L steps per order
     # Regions are selected on a (gh, s, gw, s) view of the image padded to whole regions, so the
     # mask has one entry per region and broadcasts over its pixels (no per-pixel mask at all).
-    gh, gw = -(-h // region_size), -(-w // region_size)
-    pad = (0, gw * region_size - w, 0, gh * region_size - h)
     blocks = (b, x.shape[1], gh, region_size, gw, region_size)
     x_blocks = F.pad(x, pad).view(blocks)
     fill_blocks = F.pad(fill_image, pad).view(blocks)
@@ -146,7 +149,7 @@ class _AOPCParams(Params):
     steps: int | None = Field(None, ge=1, description="regions removed (L); default all")
     baseline: Literal["zero", "black", "mean", "blur", "noise"] = "zero"
     max_batch: int | None = Field(None, ge=1, description="images per forward call; "
-                                   "default: 32 on a CPU, 1024 on a GPU")
+                                   "default: 32 on a CPU, 512 on a GPU")
 
 
 class _AOPC(Metric):

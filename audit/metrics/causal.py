@@ -67,7 +67,7 @@ def curve_auc(curve: torch.Tensor) -> torch.Tensor:
 class _CausalParams(Params):
     steps: int = Field(32, ge=1, description="curve steps; each changes ceil(HW/steps) pixels")
     max_batch: int | None = Field(None, ge=1, description="images per forward call; "
-                                   "default: 32 on a CPU, 1024 on a GPU")
+                                   "default: 32 on a CPU, 512 on a GPU")
 
 
 class _Causal(Metric):

@@ -114,7 +114,7 @@ class Crop(Metric):
         connectivity: Literal[4, 8] = 8
         min_area: float = Field(0.05, gt=0, le=1, description="area floor inside the log")
         max_batch: int | None = Field(None, ge=1, description="images per forward call; "
-                                   "default: 32 on a CPU, 1024 on a GPU")
+                                   "default: 32 on a CPU, 512 on a GPU")
 
         @field_validator("threshold")
         @classmethod

@@ -36,17 +36,6 @@ GPU_CHUNK = 512  # forward-only, on a GPU: few large calls; a 224-px ResNet-50 n
 GPU_GRAD_CHUNK = 128  # with gradients, on a GPU: backward keeps every activation alive
 
 
-def full_fp32_on_gpu() -> None:
-    """Turn off TF32 for convolutions and matrix products (process-wide; CUDA only).
-
-    PyTorch lets cuDNN convolutions use TF32 by default, which moves probabilities by ~1e-4
-    depending on batch composition (measured on an H100: AOPC per image vs Quantus 1.4e-4 with
-    TF32, ~1e-7 without). An audit's numbers must not depend on how images were batched.
-    """
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-
-
 def forward_chunk(device: torch.device | str, requested: int | None = None, gradients: bool = False) -> int:
     """Images per forward call (``gradients``: per forward + backward): ``requested`` if given,
     else the device's default."""

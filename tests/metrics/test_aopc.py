@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from audit.metrics import aopc as aopc_module
-from audit.metrics.aopc import aopc_from_curves, region_ids, region_perturbation
+from audit.metrics.aopc import aopc_from_curves, region_perturbation, region_sums
 from audit.metrics.base import METRICS
 from tests.metrics.helpers import SPEC, LinearPixelModel, make_inputs, tiny_cnn
 
@@ -27,11 +27,13 @@ def aopc_all(model, x, maps, target, seed=0, **params):
             for name in ("aopc", "aopc_lerf", "aopc_random")}
 
 
-def test_region_ids_cover_the_grid_row_major():
-    ids, n = region_ids(5, 7, 4, torch.device("cpu"))
-    assert n == 4
-    grid = ids.view(5, 7)
-    assert grid[0, 0] == 0 and grid[0, 6] == 1 and grid[4, 0] == 2 and grid[4, 6] == 3
+def test_region_sums_match_a_loop_over_the_row_major_grid():
+    maps = torch.randn(2, 5, 7, dtype=torch.float64)
+    sums = region_sums(maps, 4)  # 2 × 2 regions; the right and bottom ones are cut short
+    assert sums.shape == (2, 4)
+    for r, (rows, cols) in enumerate([(slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 7)),
+                                      (slice(4, 5), slice(0, 4)), (slice(4, 5), slice(4, 7))]):
+        torch.testing.assert_close(sums[:, r], maps[:, rows, cols].sum(dim=(1, 2)))
 
 
 def test_true_evidence_map_orders_morf_above_random_above_lerf():

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from audit.engine.device import reproducible
 from audit.models import inference
 from audit.models.inference import CPU_CHUNK, GPU_CHUNK, forward_chunk, inference_model
 
@@ -43,7 +44,7 @@ class Branchy(nn.Module):
 @pytest.mark.parametrize("device", DEVICES)
 def test_folded_copy_matches_the_model_and_has_no_batchnorm(device):
     if device == "cuda":
-        inference.full_fp32_on_gpu()  # as the audit runs: TF32 alone differs by ~1e-4
+        reproducible(torch.device(device))  # as the audit runs: TF32 alone differs by ~1e-4
     net = bn_net().to(device)
     x = torch.randn(6, 3, 16, 16, device=device)
     fast = inference_model(net)
