@@ -187,7 +187,8 @@ class FolderData(Dataset):
         return h.hexdigest()
 
 
-def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+def check_data_config(cfg, resolve: Callable[[str], Path], target: str = "predicted") -> list[tuple[str, str]]:
+    """(key, message) problems of a data section; key ``target`` for the suite's target line."""
     scheme, sep, rest = cfg.source.partition(":")
     if not sep or scheme not in ("builtin", "folder") or not rest:
         return [("source", f"data source {cfg.source!r} must be builtin:shapes, "
@@ -197,6 +198,9 @@ def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, st
             return [("source", f"unknown builtin data set {rest!r}; use "
                                f"{' or '.join('builtin:' + name for name in BUILTIN)}")]
         problems = []
+        if target == "label" and not BUILTIN[rest].single_label:
+            problems.append(("target", f"builtin:{rest} images hold two classes and carry no label; "
+                                       "use target: predicted"))
         if cfg.split not in shapes.SPLIT_SIZES:
             problems.append(("split", f"{rest} has splits {', '.join(shapes.SPLIT_SIZES)}; "
                                       f"not {cfg.split!r}"))

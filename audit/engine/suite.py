@@ -263,6 +263,7 @@ def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
     problems = []
     for key, msg in check_model_config(loaded.suite.model, loaded.resolve):
         problems.append((line_of(lines, ("model", key)), f"model.{key}: {msg}"))
-    for key, msg in check_data_config(loaded.suite.data, loaded.resolve):
-        problems.append((line_of(lines, ("data", key)), f"data.{key}: {msg}"))
+    for key, msg in check_data_config(loaded.suite.data, loaded.resolve, loaded.suite.target):
+        problems.append((line_of(lines, (key,) if key == "target" else ("data", key)),
+                         f"{key}: {msg}" if key == "target" else f"data.{key}: {msg}"))
     return problems

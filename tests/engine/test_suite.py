@@ -41,9 +41,18 @@ def problems(tmp_path, text) -> list[str]:
 
 
 def test_shipped_suites_validate():
-    for name in ("smoke.yaml", "full.yaml"):
-        loaded = load_suite(ROOT / "suites" / name)
+    shipped = sorted((ROOT / "suites").glob("*.yaml"))
+    assert {"smoke.yaml", "full.yaml", "sanity.yaml", "active.yaml"} <= {p.name for p in shipped}
+    for path in shipped:
+        loaded = load_suite(path)
         assert loaded.suite.explainers and loaded.suite.metrics
+
+
+def test_label_target_on_two_class_images_is_a_suite_problem(tmp_path):
+    text = BASE.replace("seed: 3\n", "seed: 3\ntarget: label\n").replace("builtin:shapes\n", "builtin:shapes-pairs\n")
+    assert problems(tmp_path, text) == [
+        f"{tmp_path / 'suite.yaml'}:3: target: builtin:shapes-pairs images hold two classes and carry no "
+        "label; use target: predicted"]
 
 
 def test_items_normalise_and_cells_are_planned(tmp_path):
