@@ -299,13 +299,14 @@ class Runner:
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
 
         results = {}
+        shared: dict = {}  # the metrics' scratch space for this cell and batch
+        seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         for metric_id in metric_ids:
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, swap_target=swap_target, map_swap=map_swap,
-                seed=derive_seed(self.suite.seed, "metric", attack_id, group, metric_id),
-                sample_ids=tuple(ids), device=self.device)
+                seed=seed, sample_ids=tuple(ids), device=self.device, shared=shared)
             results[metric_id] = self._compute(metric_id, inputs)
         return results
 

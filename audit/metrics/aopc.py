@@ -8,7 +8,9 @@ All three orders are computed together: x⁽⁰⁾ once per image and the L pert
 order, in the same forward calls (``max_batch`` images per call). Each order has its own
 registered name, because each has its own direction: ``aopc`` (MoRF, higher is better),
 ``aopc_lerf`` (LeRF, lower is better) and ``aopc_random`` (the random-order reference). A suite
-listing all three pays for one pass: the rows share a one-entry memo (see :class:`_Memo`).
+listing all three pays for one pass: the first row leaves all three curves in the cell's scratch
+space (``MetricInputs.shared``) and the engine seeds every metric of a cell alike, so the other
+rows read the same curves they would have computed.
 """
 
 from __future__ import annotations
@@ -108,42 +110,6 @@ def aopc_from_curves(curves: torch.Tensor) -> torch.Tensor:
     return (curves[:, :1] - curves).mean(dim=1)
 
 
-class _Memo:
-    """The last batch's curves, so the rows of the other orders need no second pass.
-
-    Keyed on the very same model, images, map and target objects (strong references are kept,
-    so an ``is`` match cannot be a recycled id; in-place edits bump ``_version`` and miss) and
-    the parameters. The engine gives each metric row its own seed, so a curve is reused across
-    seeds only where it cannot depend on the seed: MoRF/LeRF when no map of the batch is
-    degenerate and the baseline is not noise. A random-order row with a new seed recomputes only
-    the random curve. Results therefore never depend on which row ran first.
-    """
-
-    def __init__(self):
-        self.objects: tuple = ()
-        self.key: tuple | None = None
-        self.seed_free = False
-        self.curves: dict[str, tuple[torch.Tensor, int]] = {}
-
-    def _matches(self, objects: tuple, key: tuple) -> bool:
-        return (len(objects) == len(self.objects) and key == self.key
-                and all(a is b for a, b in zip(objects, self.objects, strict=True)))
-
-    def get(self, objects: tuple, key: tuple, order: str, seed: int) -> torch.Tensor | None:
-        if not self._matches(objects, key) or order not in self.curves:
-            return None
-        curve, curve_seed = self.curves[order]
-        return curve if curve_seed == seed or (order != "random" and self.seed_free) else None
-
-    def put(self, objects: tuple, key: tuple, seed_free: bool, curves: dict, seed: int) -> None:
-        if not self._matches(objects, key):
-            self.objects, self.key, self.seed_free, self.curves = objects, key, seed_free, {}
-        self.curves.update({name: (curve, seed) for name, curve in curves.items()})
-
-
-_MEMO = _Memo()
-
-
 class _AOPCParams(Params):
     region_size: int = Field(8, ge=1, description="side of the square regions, pixels")
     steps: int | None = Field(None, ge=1, description="regions removed (L); default all")
@@ -158,23 +124,16 @@ class _AOPC(Metric):
     Params = _AOPCParams
 
     def curve(self, inputs: MetricInputs) -> torch.Tensor:
-        """(B, L+1) probability curve of this metric's order (computing all orders if needed)."""
+        """(B, L+1) probability curve of this metric's order; all three orders are computed in one
+        pass and left in the cell's scratch space for the other orders' rows."""
         p = self.params
-        objects = (inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target)
-        key = tuple(getattr(o, "_version", None) for o in objects) + (
-            p.region_size, p.steps, p.baseline, tuple(inputs.sample_ids))
-        cached = _MEMO.get(objects, key, self.order, inputs.seed)
-        if cached is not None:
-            return cached
-        have_others = _MEMO._matches(objects, key) and {"morf", "lerf"} <= set(_MEMO.curves)
-        orders = ("random",) if self.order == "random" and have_others else ORDERS
-        curves = region_perturbation(
-            inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target, inputs.spec,
-            region_size=p.region_size, steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
-            sample_ids=inputs.sample_ids, max_batch=p.max_batch, orders=orders)
-        seed_free = p.baseline != "noise" and not bool(is_degenerate(inputs.map_attacked).any())
-        _MEMO.put(objects, key, seed_free, curves, inputs.seed)
-        return curves[self.order]
+        key = ("aopc-curves", p.region_size, p.steps, p.baseline)  # max_batch groups, changes nothing
+        if key not in inputs.shared:
+            inputs.shared[key] = region_perturbation(
+                inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target, inputs.spec,
+                region_size=p.region_size, steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
+                sample_ids=inputs.sample_ids, max_batch=p.max_batch)
+        return inputs.shared[key][self.order]
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         return MetricResult.from_values(aopc_from_curves(self.curve(inputs)),

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from audit.metrics import aopc as aopc_module
 from audit.metrics.aopc import aopc_from_curves, region_perturbation, region_sums
 from audit.metrics.base import METRICS
 from tests.metrics.helpers import SPEC, LinearPixelModel, make_inputs, tiny_cnn
@@ -76,15 +75,14 @@ def test_degenerate_map_scores_exactly_the_random_order():
 
 def test_one_forward_call_per_max_batch_and_same_values():
     model, x, maps, target = linear_setup(b=4)
-    aopc_module._MEMO.__init__()
     inputs = make_inputs(x, model, map_clean=maps, target=target)
     model.calls = model.images = 0
     full = {name: METRICS.create(name, {"region_size": 4, "max_batch": 256}).compute(inputs)
             for name in ("aopc", "aopc_lerf", "aopc_random")}
     assert model.calls == 1  # all three rows of four images: 4 × (1 + 3·16) images, one call
     assert model.images == 4 * (1 + 3 * 16)
+    inputs = make_inputs(x, model, map_clean=maps, target=target)  # another cell: nothing shared
     model.calls = 0
-    aopc_module._MEMO.__init__()
     small = {name: METRICS.create(name, {"region_size": 4, "max_batch": 50}).compute(inputs)
              for name in ("aopc", "aopc_lerf", "aopc_random")}
     assert model.calls == -(-(4 * 49) // 50)
@@ -92,23 +90,21 @@ def test_one_forward_call_per_max_batch_and_same_values():
         torch.testing.assert_close(full[name].values, small[name].values)
 
 
-def test_rows_with_their_own_seeds_reuse_morf_and_lerf_but_not_random():
+def test_rows_of_a_cell_share_one_pass_whichever_runs_first():
     model, x, maps, target = linear_setup(b=3)
-    inputs = make_inputs(x, model, map_clean=maps, target=target, seed=1)
-    aopc_module._MEMO.__init__()
-    model.images = 0
-    first = METRICS.create("aopc", {"region_size": 4}).compute(inputs)
-    assert model.images == 3 * (1 + 3 * 16)
-    inputs.seed = 2
-    lerf = METRICS.create("aopc_lerf", {"region_size": 4}).compute(inputs)
-    assert model.images == 3 * (1 + 3 * 16)  # reused: LeRF does not depend on the seed here
-    rand = METRICS.create("aopc_random", {"region_size": 4}).compute(inputs)
-    assert model.images == 3 * (1 + 3 * 16) + 3 * (1 + 16)  # only the random curve again
-    aopc_module._MEMO.__init__()
-    fresh = aopc_all(model, x, maps, target, seed=2, region_size=4)
-    torch.testing.assert_close(first.values, fresh["aopc"].values)
-    torch.testing.assert_close(lerf.values, fresh["aopc_lerf"].values)
-    torch.testing.assert_close(rand.values, fresh["aopc_random"].values)
+    maps[1] = 0.5  # a degenerate map: its MoRF and LeRF orders are the seeded random order
+    results = []
+    for names in (("aopc_random", "aopc_lerf", "aopc"), ("aopc", "aopc_lerf", "aopc_random")):
+        inputs = make_inputs(x, model, map_clean=maps, target=target, seed=7)
+        model.images = 0
+        results.append({n: METRICS.create(n, {"region_size": 4}).compute(inputs) for n in names})
+        assert model.images == 3 * (1 + 3 * 16)  # one pass for the three rows
+        other = {n: METRICS.create(n, {"region_size": 8}).compute(inputs) for n in names}
+        assert model.images == 3 * (1 + 3 * 16) + 3 * (1 + 3 * 4)  # other parameters: own pass
+        assert not torch.equal(other["aopc"].values, results[-1]["aopc"].values)
+    for name in ("aopc", "aopc_lerf", "aopc_random"):
+        assert torch.equal(results[0][name].values, results[1][name].values)
+    assert results[0]["aopc"].values[1] == results[0]["aopc_random"].values[1]
 
 
 def test_an_image_scores_the_same_alone_or_in_a_batch():
