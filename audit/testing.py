@@ -16,14 +16,13 @@ Each failure raises :class:`ConformanceError` naming the property.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
 from torchvision.models.resnet import BasicBlock
 
-from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
+from audit.explainers.base import ExplainContext, Explainer
 from audit.models.spec import InputSpec
 
 TINY_SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -78,6 +77,8 @@ def tiny_inputs(batch: int = 3, seed: int = 1) -> torch.Tensor:
 
 class _RaisesOnCall(nn.Module):
     """Wraps a model; its ``fail_at``-th forward call (counted per copy) raises."""
+
+    explain_audit_inference_copy = False  # a traced copy would drop the counter and never raise
 
     def __init__(self, inner: nn.Module, fail_at: int):
         super().__init__()
@@ -189,8 +190,12 @@ def check_explainer(explainer: Explainer | type[Explainer], *, model: nn.Module 
         before = model_fingerprint(victim)
         try:
             explainer(victim, x, target, ctx)
+            raised = False
         except RuntimeError:
-            pass
+            raised = True
+        if fail_at == 1 and not raised:
+            _fail(explainer, "the model raised on its first call but the explainer returned maps; "
+                             "a model's error must reach the caller")
         problem = _same_fingerprint(before, model_fingerprint(victim))
         if problem:
             _fail(explainer, f"the model was changed when it raised on call {fail_at}: {problem}")
@@ -215,10 +220,3 @@ def _check_differentiable(explainer: Explainer, model: nn.Module, x: torch.Tenso
     if problem:
         _fail(explainer, f"differentiable_map changed the model: {problem}")
     return {"differentiable": True}
-
-
-def check_all(params: dict[str, dict] | None = None,
-              names: Callable[[], list[str]] = EXPLAINERS.names) -> dict[str, dict[str, bool]]:
-    """Run :func:`check_explainer` on every registered explainer (``params`` per name)."""
-    params = params or {}
-    return {name: check_explainer(EXPLAINERS.create(name, params.get(name))) for name in names()}

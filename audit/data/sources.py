@@ -55,12 +55,15 @@ class Dataset:
 
 
 class ShapesData(Dataset):
+    """``builtin:shapes``: one shape per image, with its label and object mask."""
+
+    name = "shapes"
     has_masks = True
     class_names = shapes.CLASSES
 
     def __init__(self, split: str, n: int, size: int, seed: int = 0):
         self.split, self.n, self.size, self.seed = split, n, size, seed
-        self.description = f"builtin:shapes split={split} n={n} size={size}"
+        self.description = f"builtin:{self.name} split={split} n={n} size={size}"
 
     def __len__(self) -> int:
         return self.n
@@ -70,31 +73,22 @@ class ShapesData(Dataset):
         return DataBatch(b.images, b.labels, tuple(int(i) for i in b.indices), b.masks)
 
     def digest(self) -> str:
-        key = f"shapes-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
+        key = f"{self.name}-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
         return hashlib.sha256(key.encode()).hexdigest()
 
 
-class PairsData(Dataset):
-    """Two shapes of two classes per image (:mod:`audit.data.pairs`): no labels, no masks."""
+class PairsData(ShapesData):
+    """``builtin:shapes-pairs``: two shapes of two classes per image (:mod:`audit.data.pairs`);
+    no labels, no masks."""
 
-    class_names = shapes.CLASSES
+    name = "shapes-pairs"
+    has_masks = False
     single_label = False
-
-    def __init__(self, split: str, n: int, size: int, seed: int = 0):
-        self.split, self.n, self.size, self.seed = split, n, size, seed
-        self.description = f"builtin:shapes-pairs split={split} n={n} size={size}"
-
-    def __len__(self) -> int:
-        return self.n
 
     def batch(self, positions: range) -> DataBatch:
         images, _, _ = pairs.render_pairs(list(positions), self.split, self.seed, self.size)
         unknown = torch.full((len(positions),), -1, dtype=torch.long)
         return DataBatch(images, unknown, tuple(int(i) for i in positions))
-
-    def digest(self) -> str:
-        key = f"shapes-pairs-v1|{self.split}|{self.n}|{self.size}|{self.seed}"
-        return hashlib.sha256(key.encode()).hexdigest()
 
 
 BUILTIN = {"shapes": ShapesData, "shapes-pairs": PairsData}
@@ -187,8 +181,13 @@ class FolderData(Dataset):
         return h.hexdigest()
 
 
-def check_data_config(cfg, resolve: Callable[[str], Path], target: str = "predicted") -> list[tuple[str, str]]:
-    """(key, message) problems of a data section; key ``target`` for the suite's target line."""
+def has_single_labels(cfg) -> bool:
+    """Whether the images of a (valid) data section each carry one label."""
+    scheme, _, rest = cfg.source.partition(":")
+    return scheme != "builtin" or BUILTIN[rest].single_label
+
+
+def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
     scheme, sep, rest = cfg.source.partition(":")
     if not sep or scheme not in ("builtin", "folder") or not rest:
         return [("source", f"data source {cfg.source!r} must be builtin:shapes, "
@@ -198,9 +197,6 @@ def check_data_config(cfg, resolve: Callable[[str], Path], target: str = "predic
             return [("source", f"unknown builtin data set {rest!r}; use "
                                f"{' or '.join('builtin:' + name for name in BUILTIN)}")]
         problems = []
-        if target == "label" and not BUILTIN[rest].single_label:
-            problems.append(("target", f"builtin:{rest} images hold two classes and carry no label; "
-                                       "use target: predicted"))
         if cfg.split not in shapes.SPLIT_SIZES:
             problems.append(("split", f"{rest} has splits {', '.join(shapes.SPLIT_SIZES)}; "
                                       f"not {cfg.split!r}"))

@@ -39,59 +39,80 @@ def run_local(runner: Runner, units: list[Unit], step: Callable[[], None]) -> li
 
 
 # -- workers (process pool and Ray) ----------------------------------------------------------
-# A worker process builds its Runner once, from the driver's already loaded suite, model and data
-# (no second validation, model load or folder scan), and reuses it for every unit it runs.
+# A worker process builds its Runner once, from the driver's already loaded suite, model, data and
+# data digest (no second validation, model load, folder scan or hashing), and reuses it for every
+# unit it runs.
 _WORKER: tuple[str, Runner] | None = None
 
 
-def _worker_runner(key: str, loaded, model, data, cache_root: str | None) -> Runner:
+def _worker_runner(key: str, setup: Callable[[], tuple], cache_root: str | None) -> Runner:
+    """This process's Runner for run ``key``; ``setup()`` gives (loaded, model, data, data digest)
+    and is called only when the runner is built."""
     global _WORKER
     if _WORKER is None or _WORKER[0] != key:
-        _WORKER = (key, Runner(loaded, Cache(Path(cache_root) if cache_root else None), model=model, data=data))
+        loaded, model, data, digest = setup()
+        cache = Cache(Path(cache_root) if cache_root else None)
+        _WORKER = (key, Runner(loaded, cache, model=model, data=data, data_digest=digest))
     return _WORKER[1]
 
 
-def _worker_key(runner: Runner) -> str:
-    """Identifies a run for a worker's Runner; computed once, in the driver."""
-    return f"{runner.model.digest}|{runner.data_digest}|{runner.suite.model_dump_json()}"
-
-
-def _init_pool_worker(threads: int, *runner_args) -> None:
-    torch.set_num_threads(threads)
-    _worker_runner(*runner_args)
-
-
-def _run_in_pool(unit: Unit) -> tuple[list[dict], dict[str, float]]:
-    assert _WORKER is not None
-    runner = _WORKER[1]
+def _run_timed(runner: Runner, unit: Unit) -> tuple[list[dict], dict[str, float]]:
+    """The unit's records and the seconds it added to each stage (the driver sums them)."""
     before = dict(runner.timings)
     records = runner.run_unit(unit)
     return records, {k: v - before.get(k, 0.0) for k, v in runner.timings.items()}
 
 
-def _runner_args(runner: Runner) -> tuple:
-    root = str(runner.cache.root) if runner.cache.enabled else None
-    return (_worker_key(runner), runner.loaded, runner.model, runner.data, root)
+def _run_key(runner: Runner) -> str:
+    """Identifies a run for a worker's Runner; computed once, in the driver."""
+    return f"{runner.model.digest}|{runner.data_digest}|{runner.suite.model_dump_json()}"
+
+
+def _shipped(runner: Runner) -> tuple:
+    return (runner.loaded, runner.model, runner.data, runner.data_digest)
+
+
+def _cache_root(runner: Runner) -> str | None:
+    return str(runner.cache.root) if runner.cache.enabled else None
+
+
+def _init_pool_worker(threads: int, key: str, shipped: tuple, cache_root: str | None) -> None:
+    torch.set_num_threads(threads)
+    _worker_runner(key, lambda: shipped, cache_root)
+
+
+def _run_in_pool(unit: Unit) -> tuple[list[dict], dict[str, float]]:
+    assert _WORKER is not None
+    return _run_timed(_WORKER[1], unit)
+
+
+def _add_timings(runner: Runner, spent: dict[str, float]) -> None:
+    for stage, seconds in spent.items():
+        runner.timings[stage] += seconds
 
 
 def run_processes(runner: Runner, units: list[Unit], workers: int, step: Callable[[], None]) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     records: list[dict] = []
+    initargs = (threads, _run_key(runner), _shipped(runner), _cache_root(runner))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_init_pool_worker, initargs=(threads, *_runner_args(runner))) as pool:
+                             initializer=_init_pool_worker, initargs=initargs) as pool:
         futures = [pool.submit(_run_in_pool, unit) for unit in units]
         for future in as_completed(futures):
             unit_records, spent = future.result()
             records.extend(unit_records)
-            for stage, seconds in spent.items():
-                runner.timings[stage] += seconds
+            _add_timings(runner, spent)
             step()
     return records
 
 
 # -- Ray ----------------------------------------------------------------------------------------
-def _ray_unit(key: str, loaded, model, data, cache_root: str | None, unit: Unit) -> list[dict]:
-    return _worker_runner(key, loaded, model, data, cache_root).run_unit(unit)
+def _ray_unit(key: str, shipped: list, cache_root: str | None, unit: Unit) -> tuple[list[dict], dict]:
+    # ``shipped`` wraps the object-store reference in a list, so Ray does not fetch and unpickle
+    # the model and data for every task: only a worker building its runner asks for them
+    import ray
+
+    return _run_timed(_worker_runner(key, lambda: ray.get(shipped[0]), cache_root), unit)
 
 
 def run_ray(runner: Runner, units: list[Unit], step: Callable[[], None], *, address: str | None,
@@ -110,18 +131,19 @@ def run_ray(runner: Runner, units: list[Unit], step: Callable[[], None], *, addr
     try:
         remote = ray.remote(_ray_unit).options(num_cpus=1, num_gpus=gpus_per_task, max_retries=max_retries,
                                               retry_exceptions=False)
-        key, loaded, model, data, root = _runner_args(runner)
-        loaded_ref, model_ref, data_ref = ray.put(loaded), ray.put(model), ray.put(data)
+        key, root, shipped = _run_key(runner), _cache_root(runner), [ray.put(_shipped(runner))]
         cap = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
         queue = list(units)
         in_flight: list = []
         records: list[dict] = []
         while queue or in_flight:
             while queue and len(in_flight) < cap:
-                in_flight.append(remote.remote(key, loaded_ref, model_ref, data_ref, root, queue.pop(0)))
+                in_flight.append(remote.remote(key, shipped, root, queue.pop(0)))
             done, in_flight = ray.wait(in_flight, num_returns=1)
             for ref in done:
-                records.extend(ray.get(ref))
+                unit_records, spent = ray.get(ref)
+                records.extend(unit_records)
+                _add_timings(runner, spent)
                 step()
         return records
     finally:

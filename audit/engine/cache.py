@@ -1,8 +1,9 @@
 """Content-addressed cache of finished cells and expensive artefacts (maps, attacked models).
 
 Keys are sha256 hashes of a canonical JSON of everything the value depends on: the plugin's
-config, the suite seed, the model and data digests, the batch's sample ids and the source of
-the code that computes it (so editing a metric invalidates its cached cells). Writes are atomic
+config and source file, the suite seed, the device type, the model and data digests, the
+batch's sample ids and the source of the whole ``audit`` package (:func:`package_digest`: an
+edit to a shared helper, or to the builtin data's rendering, invalidates what it computed). Writes are atomic
 (temp file + ``os.replace``); every entry carries the sha256 of its payload and is checked on
 load, so a file cut short by a crash reads as a miss, never as a wrong value.
 
@@ -56,6 +57,16 @@ def code_digest(obj: type | str) -> str:
     except (TypeError, OSError):
         data = repr(obj).encode()
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+@cache
+def package_digest() -> str:
+    """sha256 over the source of every module of the ``audit`` package (read once per process)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _fault_point(name: str, count: int) -> None:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.engine.backends import run_local, run_processes, run_ray
+from audit.engine.backends import BACKENDS, run_local, run_processes, run_ray
 from audit.engine.cache import Cache
 from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
@@ -53,8 +53,10 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         raise UserError(f"--out {out} is a file; give a folder path (it is created if missing)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
-    if backend not in ("local", "ray"):
-        raise UserError(f"unknown backend {backend!r}; use local or ray")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    if backend != "ray" and (address or gpus_per_task):
+        raise UserError("--address and --gpus-per-task are Ray options; add --backend ray")
     wall_started = time.perf_counter()
     cache = Cache(cache_dir)
     runner = Runner(loaded, cache)

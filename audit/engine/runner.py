@@ -23,9 +23,9 @@ from torch import nn
 
 from audit.attacks.base import ATTACKS, Attack, AttackContext
 from audit.data.sources import DataBatch, Dataset, load_data
-from audit.engine.cache import Cache, code_digest, make_key
+from audit.engine.cache import Cache, code_digest, make_key, package_digest
 from audit.engine.device import pick_device, reproducible
-from audit.engine.plan import NO_EXPLAINER
+from audit.engine.plan import NO_EXPLAINER, plan_cells
 from audit.engine.suite import LoadedSuite
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
@@ -75,7 +75,7 @@ class Runner:
     """Everything a unit of work needs: model, data, plugins, attacked models, cache."""
 
     def __init__(self, loaded: LoadedSuite, cache: Cache, *, model: LoadedModel | None = None,
-                 data: Dataset | None = None):
+                 data: Dataset | None = None, data_digest: str | None = None):
         self.loaded = loaded
         self.suite = loaded.suite
         self.cache = cache
@@ -88,9 +88,6 @@ class Runner:
         self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
         if self.suite.target == "label" and not self.data.class_names:
             raise UserError("target: label needs labelled data")
-        if self.suite.target == "label" and not self.data.single_label:
-            raise UserError(f"target: label, but {self.suite.data.source} images hold two classes and "
-                            "carry no label; use target: predicted")
         self.items = {"explainers": {i.id: i for i in self.suite.explainers},
                       "attacks": {i.id: i for i in self.suite.attacks},
                       "metrics": {i.id: i for i in self.suite.metrics}}
@@ -98,7 +95,14 @@ class Runner:
             i.id: EXPLAINERS.create(i.plugin, i.params) for i in self.suite.explainers}
         self.attacks: dict[str, Attack] = {i.id: ATTACKS.create(i.plugin, i.params) for i in self.suite.attacks}
         self.metrics: dict[str, Metric] = {i.id: METRICS.create(i.plugin, i.params) for i in self.suite.metrics}
-        self.data_digest = self.data.digest()
+        self.data_digest = data_digest or self.data.digest()  # workers get the driver's: no re-hashing
+        # what every cache key holds, built once: each item's config and plugin source, and the run
+        registries = {"explainers": EXPLAINERS, "attacks": ATTACKS, "metrics": METRICS}
+        self._item_keys = {(section, i.id): {**i.model_dump(mode="json"),
+                                             "code": code_digest(registries[section].get(i.plugin))}
+                           for section, items in self.items.items() for i in items.values()}
+        self._run_key = {"seed": self.suite.seed, "target": self.suite.target, "device": self.device.type,
+                         "model": self.model.digest, "data": self.data_digest, "code": package_digest()}
         self._attacked: dict[str, nn.Module | Exception] = {}
         self.timings["setup"] += time.perf_counter() - started
 
@@ -124,25 +128,17 @@ class Runner:
 
     # -- keys ----------------------------------------------------------------------------------
     def _item(self, section: str, item_id: str):
-        if item_id == NO_EXPLAINER:
-            return NO_EXPLAINER
-        item = self.items[section][item_id]
-        plugin = {"explainers": EXPLAINERS, "attacks": ATTACKS, "metrics": METRICS}[section].get(item.plugin)
-        return {**item.model_dump(mode="json"), "code": code_digest(plugin)}
-
-    def _base_key(self) -> dict:
-        return {"seed": self.suite.seed, "target": self.suite.target, "model": self.model.digest,
-                "data": self.data_digest, "engine": code_digest("audit.engine.runner")}
+        return NO_EXPLAINER if item_id == NO_EXPLAINER else self._item_keys[(section, item_id)]
 
     def cell_key(self, attack_id: str, explainer_id: str, metric_id: str, ids) -> str:
         return make_key(kind="cell", attack=self._item("attacks", attack_id),
                         explainer=self._item("explainers", explainer_id),
-                        metric=self._item("metrics", metric_id), ids=list(ids), **self._base_key())
+                        metric=self._item("metrics", metric_id), ids=list(ids), **self._run_key)
 
     def map_key(self, explainer_id: str, attack_id: str | None, ids, role: str = "target") -> str:
         return make_key(kind="map", explainer=self._item("explainers", explainer_id),
                         attack=None if attack_id is None else self._item("attacks", attack_id),
-                        ids=list(ids), role=role, **self._base_key())
+                        ids=list(ids), role=role, **self._run_key)
 
     # -- attacked settings ---------------------------------------------------------------------
     def attack_context(self, attack_id: str, ids=()) -> AttackContext:
@@ -154,7 +150,7 @@ class Runner:
         if attack_id not in self._attacked:
             started = time.perf_counter()
             attack = self.attacks[attack_id]
-            key = make_key(kind="attacked-model", attack=self._item("attacks", attack_id), **self._base_key())
+            key = make_key(kind="attacked-model", attack=self._item("attacks", attack_id), **self._run_key)
             try:
                 state = self.cache.get_tensors("models", key) if attack.kind == "model" else None
                 if state is not None:
@@ -225,15 +221,16 @@ class Runner:
         batch = self.batch(unit.batch)
         ids = batch.ids
         records: list[dict] = []
-        pending: dict[str, list[str]] = {}
+        pending: dict[str, dict[str, str]] = {}  # attack -> {metric: its cell key} still to compute
         for attack_id in self.attacks:
-            missing = []
+            missing = {}
             for metric_id in metric_ids:
-                cached = self.cache.get_json("cells", self.cell_key(attack_id, unit.group, metric_id, ids))
+                key = self.cell_key(attack_id, unit.group, metric_id, ids)
+                cached = self.cache.get_json("cells", key)
                 if cached is not None:
                     records.extend(cached)
                 else:
-                    missing.append(metric_id)
+                    missing[metric_id] = key
             if missing:
                 pending[attack_id] = missing
         if not pending:
@@ -252,12 +249,12 @@ class Runner:
         clean: dict = {}  # clean maps (target, swap), computed on first need, shared by all attacks
 
         for attack_id, missing in pending.items():
-            results = self._attack_cells(attack_id, unit.group, missing, batch, x, labels, predicted,
+            results = self._attack_cells(attack_id, unit.group, list(missing), batch, x, labels, predicted,
                                          target, swap_target, truth, clean)
             for metric_id, result in results.items():
                 new = self._records(attack_id, unit.group, metric_id, ids, result)
                 if all(r["status"] != "error" for r in new):  # errors are retried on the next run
-                    self.cache.put_json("cells", self.cell_key(attack_id, unit.group, metric_id, ids), new)
+                    self.cache.put_json("cells", missing[metric_id], new)
                 records.extend(new)
         return records
 
@@ -299,22 +296,18 @@ class Runner:
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
 
         results = {}
-        shared: dict = {}  # the metrics' scratch space for this cell and batch
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         for metric_id in metric_ids:
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
-                map=map_clean, map_attacked=map_att, truth=truth, swap_target=swap_target, map_swap=map_swap,
-                seed=seed, sample_ids=tuple(ids), device=self.device, shared=shared)
+                map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
+                seed=seed, sample_ids=tuple(ids), device=self.device)
             results[metric_id] = self._compute(metric_id, inputs)
         return results
 
 
 def order_records(records: list[dict], suite) -> list[dict]:
-    """Plan order whatever order units finished in: attack, explainer ('-' first), metric, sample."""
-    attacks = {a.id: i for i, a in enumerate(suite.attacks)}
-    explainers = {NO_EXPLAINER: -1, **{e.id: i for i, e in enumerate(suite.explainers)}}
-    metrics = {m.id: i for i, m in enumerate(suite.metrics)}
-    return sorted(records, key=lambda r: (attacks[r["attack"]], explainers[r["explainer"]],
-                                          metrics[r["metric"]], r["sample"]))
+    """Plan order (:func:`plan_cells`) whatever order units finished in, then sample."""
+    rank = {cell.key: i for i, cell in enumerate(plan_cells(suite))}
+    return sorted(records, key=lambda r: (rank[(r["attack"], r["explainer"], r["metric"])], r["sample"]))

@@ -257,13 +257,16 @@ def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:
 
 
 def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
-    from audit.data.sources import check_data_config
+    from audit.data.sources import check_data_config, has_single_labels
     from audit.models.sources import check_model_config
 
     problems = []
     for key, msg in check_model_config(loaded.suite.model, loaded.resolve):
         problems.append((line_of(lines, ("model", key)), f"model.{key}: {msg}"))
-    for key, msg in check_data_config(loaded.suite.data, loaded.resolve, loaded.suite.target):
-        problems.append((line_of(lines, (key,) if key == "target" else ("data", key)),
-                         f"{key}: {msg}" if key == "target" else f"data.{key}: {msg}"))
+    data_problems = check_data_config(loaded.suite.data, loaded.resolve)
+    for key, msg in data_problems:
+        problems.append((line_of(lines, ("data", key)), f"data.{key}: {msg}"))
+    if not data_problems and loaded.suite.target == "label" and not has_single_labels(loaded.suite.data):
+        problems.append((line_of(lines, ("target",)), f"target: {loaded.suite.data.source} images hold two "
+                                                      "classes and carry no label; use target: predicted"))
     return problems

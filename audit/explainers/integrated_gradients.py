@@ -9,16 +9,15 @@ from pydantic import Field
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
-from audit.explainers.saliency import _Output
+from audit.explainers.fills import fill
+from audit.explainers.saliency import SaliencyParams, _Output
 from audit.models.inference import forward_chunk
-from audit.registry import Params
 
 
-class IntegratedGradientsParams(Params):
+class IntegratedGradientsParams(SaliencyParams):
     n_steps: int = Field(50, ge=1)
     baseline: Literal["zero", "black"] = Field(
         "zero", description="zero: normalised 0 (the data set's mean colour); black: pixel value 0")
-    output: Literal["logit", "probability"] = Field("logit", description="attribute the logit or its softmax")
     internal_batch_size: int | None = Field(None, ge=1, description="interpolated images per backward pass; "
                                             "default 32 on a CPU, 128 on a GPU")
 
@@ -39,8 +38,7 @@ class IntegratedGradients(Explainer):
 
         forward = _Output(without_inplace(model), self.params.output)
         inputs = x.detach().clone()
-        baseline = (torch.zeros_like(inputs) if self.params.baseline == "zero"
-                    else ctx.spec.normalize(torch.zeros_like(inputs)))
+        baseline = fill(self.params.baseline, inputs, ctx.spec)
         with eval_mode(forward):
             attr = CaptumIG(forward).attribute(inputs, baselines=baseline, target=target,
                                                n_steps=self.params.n_steps,

@@ -48,14 +48,16 @@ class Lrp(Explainer):
         composite = EpsilonPlusFlat(epsilon=self.params.epsilon, stabilizer=self.params.stabilizer,
                                     canonizers=[ResNetCanonizer()])
         inputs = x.detach().clone().requires_grad_(True)
-        with eval_mode(copy):
-            logits = copy(inputs.detach())
+        def one_hot(logits: torch.Tensor) -> torch.Tensor:
             # Relevance starts as one unit on the target class (Zennit's convention): the map's
-            # scale does not depend on the logit, whose sign would flip the map.
-            one_hot = torch.zeros_like(logits)
-            one_hot[torch.arange(len(target)), target.to(logits.device)] = 1.0
-            with Gradient(model=copy, composite=composite) as attributor:
-                _, relevance = attributor(inputs, one_hot)
+            # scale does not depend on the logit, whose sign would flip the map. A function of the
+            # output, so the attributor's own forward pass is the only one.
+            unit = torch.zeros_like(logits)
+            unit[torch.arange(len(target)), target.to(logits.device)] = 1.0
+            return unit
+
+        with eval_mode(copy), Gradient(model=copy, composite=composite) as attributor:
+            _, relevance = attributor(inputs, one_hot)
         return relevance.sum(dim=1)
 
     def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,

@@ -22,8 +22,9 @@ from pydantic import Field
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
-from audit.explainers.rise import MaskedScores, chunks, class_probability, mask_stream, model_device
+from audit.explainers.rise import MaskedScores, chunks, class_probability, mask_stream
 from audit.explainers.rise_masks import generate_palette_masks
+from audit.models.inference import model_device
 from audit.registry import Params
 
 Colour = tuple[float, float, float]
@@ -42,8 +43,8 @@ class McRiseParams(Params):
 
 
 def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, params: McRiseParams,
-                 seed: int, per_colour: bool = False) -> torch.Tensor:
-    """Pixel maps (B, H, W), or with ``per_colour`` the (B, K, H, W) (pixel, colour) saliency."""
+                 seed: int) -> torch.Tensor:
+    """Pixel maps (B, H, W): the (pixel, colour) contrasts averaged over the palette's colours."""
     device = model_device(model, x.device)
     x = x.detach().to(device)
     batch, channels, height, width = x.shape
@@ -61,18 +62,22 @@ def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, 
     stream = mask_stream(params.n_masks, make, seed, device, mask_chunk, "mc-rise-masks", params.grid,
                          params.p, k, reuse=True)
     score = class_probability(model, forward)
+    buffer: torch.Tensor | None = None
     with torch.inference_mode():
         for masks in stream:
+            m = masks.shape[0]
             totals += masks.flatten(2).sum(dim=0)
             # the colour part of every masked image, shared by the batch's images
             painted = torch.einsum("mkhw,kc->mchw", masks[:, 1:], colours[:, :, 0, 0])
+            if buffer is None or buffer.shape[0] < m:  # one buffer for every image (as RISE)
+                buffer = torch.empty_like(painted)
             for b in range(batch):
-                masked = torch.addcmul(painted, masks[:, :1], x[b:b + 1])
+                masked = torch.addcmul(painted, masks[:, :1], x[b:b + 1], out=buffer[:m])
                 acc.add(b, score(masked, int(target[b])), masks)
     # r + sums / totals per channel; r cancels in S_keep - S_k, so it is left out
     means = torch.where(totals > 0, acc.sums / totals.clamp_min(1e-300), torch.zeros_like(acc.sums))
     contrast = (means[:, :1] - means[:, 1:]).view(batch, k, height, width)
-    return contrast if per_colour else contrast.mean(dim=1)
+    return contrast.mean(dim=1)
 
 
 @EXPLAINERS.register("mc_rise")

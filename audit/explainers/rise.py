@@ -23,18 +23,10 @@ from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mo
 from audit.explainers.fills import FillName, fill
 from audit.explainers.rise_cv import ControlVariate
 from audit.explainers.rise_masks import generate_masks
-from audit.models.inference import forward_chunk, inference_model
+from audit.models.inference import forward_chunk, model_device, target_probs
 from audit.models.spec import InputSpec
 from audit.registry import Params
 from audit.seeding import generator
-
-
-def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return fallback
 
 
 class RiseParams(Params):
@@ -71,7 +63,6 @@ class MaskedScores:
     def __init__(self, batch: int, channels: int, height: int, width: int, device: torch.device):
         self.sums = torch.zeros(batch, channels, height * width, dtype=torch.float64, device=device)
         self.reference: list[torch.Tensor | None] = [None] * batch
-        self.shape = (height, width)
 
     def add(self, image: int, scores: torch.Tensor, weights: torch.Tensor) -> None:
         """``scores`` (m,) for masked images of ``image``; ``weights`` (m, channels, H, W)."""
@@ -83,19 +74,16 @@ class MaskedScores:
     def references(self) -> torch.Tensor:
         return torch.stack([r if r is not None else torch.zeros((), dtype=torch.float64,
                                                                 device=self.sums.device)
-                            for r in self.reference]).to(self.sums.device)
+                            for r in self.reference])
 
 
 def class_probability(model: nn.Module, chunk: int | None = None
                       ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """Softmax probability of one class for a batch, through the model's inference copy in
-    forward calls of ``chunk`` images (call under ``inference_mode``, model in eval mode)."""
-    fast = inference_model(model)
-
+    """``score(x, c)``: the softmax probability of class ``c`` for each image of ``x``, through
+    the model's inference copy in forward calls of ``chunk`` images."""
     def score(x: torch.Tensor, target: int) -> torch.Tensor:
-        if chunk is None or x.shape[0] <= chunk:
-            return fast(x).softmax(dim=1)[:, target]
-        return torch.cat([fast(x[i:i + chunk]).softmax(dim=1)[:, target] for i in range(0, x.shape[0], chunk)])
+        targets = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+        return target_probs(model, x.shape[0], lambda lo, hi: x[lo:hi], targets, chunk)
     return score
 
 

@@ -1,10 +1,7 @@
 """Shared machinery of the perturbation metrics (AOPC, deletion, insertion, crop).
 
-- :func:`target_probs` sends many perturbed images through the model's inference copy
-  (:func:`audit.models.inference.inference_model`) in chunks of ``max_batch`` images, building
-  each chunk lazily so the full stack never sits in memory. ``max_batch=None`` takes the
-  device's default (:func:`audit.models.inference.forward_chunk`: small chunks on a CPU, where
-  large ones fall out of the caches; large ones on a GPU).
+- the perturbed images go through :func:`audit.models.inference.target_probs` (the model's
+  inference copy, chunks of ``max_batch`` images built lazily; ``None``: the device's default).
 - :func:`compose` builds a chunk of perturbed images from one mask per image row.
 - :func:`baseline` is the replacement image A of a perturbation (zero, mean, blur, noise, ...).
 - :func:`descending_rank` turns a map (or per-region sums) into a removal order; maps without a
@@ -17,32 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
-from audit.explainers.fills import fill, gaussian_blur
-from audit.models.inference import forward_chunk, inference_model
+from audit.explainers.fills import fill
 from audit.models.spec import InputSpec
 from audit.seeding import generator
-
-
-@torch.no_grad()
-def target_probs(model: nn.Module, n: int, build: Callable[[int, int], torch.Tensor],
-                 target: torch.Tensor, max_batch: int | None = None, log: bool = False) -> torch.Tensor:
-    """Softmax probability (``log``: its log, finite even where it underflows) of ``target[i]``
-    for ``n`` images made on demand, as float64 (n,).
-
-    ``build(start, end)`` returns images start..end-1; ``target`` is (n,). Rows are processed in
-    chunks of ``max_batch`` (default: the device's) — one forward call per chunk.
-    """
-    out = torch.empty(n, dtype=torch.float64, device=target.device)
-    chunk = forward_chunk(target.device, max_batch)
-    fast = inference_model(model)
-    for start in range(0, n, chunk):
-        end = min(n, start + chunk)
-        logp = torch.log_softmax(fast(build(start, end)).to(torch.float64), dim=1)
-        picked = logp.gather(1, target[start:end].view(-1, 1).to(logp.device)).squeeze(1)
-        out[start:end] = (picked if log else picked.exp()).to(out.device)
-    return out
 
 
 def compose(per_image: int, removed: Callable[[int, int, int], torch.Tensor],
@@ -62,8 +37,7 @@ def compose(per_image: int, removed: Callable[[int, int, int], torch.Tensor],
     return out
 
 
-def baseline(kind: str, x: torch.Tensor, spec: InputSpec, seed: int, sample_ids: Sequence[int],
-             blur_sigma: float = 5.0, blur_kernel: int = 11) -> torch.Tensor:
+def baseline(kind: str, x: torch.Tensor, spec: InputSpec, seed: int, sample_ids: Sequence[int]) -> torch.Tensor:
     """Replacement image A for each image of ``x`` (normalised, same shape).
 
     ``zero`` is normalised 0 (the data set's mean colour), ``black`` pixel 0, ``mean`` each
@@ -71,8 +45,6 @@ def baseline(kind: str, x: torch.Tensor, spec: InputSpec, seed: int, sample_ids:
     kernel 11), ``noise`` uniform noise in pixel space drawn per image from a seed derived from
     the sample id, so an image's noise does not depend on its batch.
     """
-    if kind == "blur":
-        return gaussian_blur(x, sigma=blur_sigma, kernel_size=blur_kernel)
     if kind == "noise":
         return torch.cat([fill("noise", x[i:i + 1], spec, generator(seed, "baseline-noise", sid))
                           for i, sid in enumerate(sample_ids)])

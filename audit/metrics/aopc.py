@@ -4,13 +4,11 @@ The map is cut into non-overlapping ``region_size``² regions (edge regions are 
 side is not a multiple), ordered by their summed relevance; x⁽ᵏ⁾ has the first k regions
 replaced by the baseline and AOPC = 1/(L+1) Σ_{k=0..L} (f_c(x⁽⁰⁾) − f_c(x⁽ᵏ⁾)).
 
-All three orders are computed together: x⁽⁰⁾ once per image and the L perturbed images of each
-order, in the same forward calls (``max_batch`` images per call). Each order has its own
-registered name, because each has its own direction: ``aopc`` (MoRF, higher is better),
-``aopc_lerf`` (LeRF, lower is better) and ``aopc_random`` (the random-order reference). A suite
-listing all three pays for one pass: the first row leaves all three curves in the cell's scratch
-space (``MetricInputs.shared``) and the engine seeds every metric of a cell alike, so the other
-rows read the same curves they would have computed.
+Each order has its own registered name, because each has its own direction: ``aopc`` (MoRF,
+higher is better), ``aopc_lerf`` (LeRF, lower is better) and ``aopc_random`` (the random-order
+reference). Each row sends x⁽⁰⁾ and its L perturbed images per image through the model
+(``max_batch`` images per call); :func:`region_perturbation` can also compute several orders in
+one pass (the benchmark uses it).
 """
 
 from __future__ import annotations
@@ -28,9 +26,9 @@ from audit.metrics._perturb import (
     descending_rank,
     random_scores,
     sample_ids_of,
-    target_probs,
 )
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.inference import target_probs
 from audit.models.spec import InputSpec
 from audit.registry import Params
 
@@ -124,16 +122,12 @@ class _AOPC(Metric):
     Params = _AOPCParams
 
     def curve(self, inputs: MetricInputs) -> torch.Tensor:
-        """(B, L+1) probability curve of this metric's order; all three orders are computed in one
-        pass and left in the cell's scratch space for the other orders' rows."""
+        """(B, L+1) probability curve of this metric's order."""
         p = self.params
-        key = ("aopc-curves", p.region_size, p.steps, p.baseline)  # max_batch groups, changes nothing
-        if key not in inputs.shared:
-            inputs.shared[key] = region_perturbation(
-                inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target, inputs.spec,
-                region_size=p.region_size, steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
-                sample_ids=inputs.sample_ids, max_batch=p.max_batch)
-        return inputs.shared[key][self.order]
+        return region_perturbation(
+            inputs.attacked_model, inputs.x_attacked, inputs.map_attacked, inputs.target, inputs.spec,
+            region_size=p.region_size, steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
+            sample_ids=inputs.sample_ids, max_batch=p.max_batch, orders=(self.order,))[self.order]
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         return MetricResult.from_values(aopc_from_curves(self.curve(inputs)),
@@ -145,9 +139,8 @@ _DOC = """
     Regions of ``region_size``² (default 8), ``steps`` = L regions removed (default all),
     ``baseline`` in normalised input space: ``zero`` (data-set mean colour, default), ``black``,
     ``mean`` (the image's mean colour), ``blur`` (σ 5, kernel 11), ``noise`` (uniform pixel
-    noise, seeded per sample). All three orders are computed in one pass and shared between the
-    ``aopc``, ``aopc_lerf`` and ``aopc_random`` rows. A degenerate map (status ``degenerate``)
-    is perturbed in the seeded random order, so it scores what an uninformed order does.
+    noise, seeded per sample). A degenerate map (status ``degenerate``) is perturbed in the
+    seeded random order, so it scores what an uninformed order does.
     """
 
 

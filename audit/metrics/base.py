@@ -38,20 +38,15 @@ class MetricInputs:
     map_attacked: torch.Tensor | None = None  # (B, H, W) attacked setting's map
     truth: torch.Tensor | None = None  # (B, H, W) bool object masks, if the data has them
     # derived from the suite seed and the cell (attack, explainer), the same for every metric of
-    # the cell: each metric labels its own draws, and metrics that share a computation (AOPC's
-    # three orders) draw alike whichever of them runs first
+    # the cell; each metric labels its own draws (common random numbers, e.g. AOPC's random
+    # order is the same permutation for every region-size variant)
     seed: int = 0
     sample_ids: tuple[int, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    # FSR "active" fooling (METHODS §4): the swapped class c₂ of each image (the original model's
-    # most probable class other than the target) and the original model's clean map for it.
-    # The engine fills both only for metrics whose ``needs_swap_map()`` is true.
-    swap_target: torch.Tensor | None = None
+    # FSR "active" fooling (METHODS §4): the original model's clean map for the swapped class c₂
+    # (its most probable class other than the target). The engine computes it only when a metric
+    # of the cell says ``needs_swap_map()``.
     map_swap: torch.Tensor | None = None
-    # Scratch space shared by the metrics of one cell and batch (the engine makes a new one for
-    # each): a metric may leave intermediate results there for the others, keyed by everything
-    # they depend on besides these inputs (e.g. AOPC's curves of all three orders, by parameters).
-    shared: dict = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:

@@ -20,9 +20,9 @@ from audit.metrics._perturb import (
     descending_rank,
     random_scores,
     sample_ids_of,
-    target_probs,
 )
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.inference import target_probs
 from audit.models.spec import InputSpec
 from audit.registry import Params
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from audit.maps import is_degenerate, minmax_normalize
-from audit.metrics._perturb import target_probs
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.inference import target_probs
 from audit.registry import Params
 
 

@@ -81,7 +81,7 @@ class RelevanceMass(Metric):
         positive = maps.clamp(min=0).flatten(1)
         total = positive.sum(dim=1)
         inside = (positive * truth.flatten(1)).sum(dim=1)
-        none_positive = total <= 0
+        none_positive = ~torch.isfinite(total) | (total <= 0)  # no (finite) positive relevance
         values = torch.where(none_positive, torch.zeros_like(total),
                              inside / torch.where(none_positive, torch.ones_like(total), total))
         degenerate = none_positive | is_degenerate(inputs.map_attacked)

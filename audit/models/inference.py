@@ -3,10 +3,9 @@
 Two things decide how fast a forward-only pass is, and neither is the caller's concern:
 
 - **Chunk size.** On a CPU the time per image grows with the batch: activations of a large
-  batch no longer fit the caches (shapes-resnet at 64×64, 2 cores: ~0.25 ms per image in chunks
-  of 32, ~0.5 ms in chunks of 256; integrated gradients 1.6 s vs 2.5 s for 16 images at 32 vs
-  256 interpolated images per backward). On a GPU large batches are what keeps it busy.
-  :func:`forward_chunk` gives the default images per call for a device.
+  batch no longer fit the caches; forward + backward passes suffer the same way
+  (``benchmarks/forward.py`` prints both, per chunk size). On a GPU large batches are what
+  keeps it busy. :func:`forward_chunk` gives the default images per call for a device.
 - **The model's form.** :func:`inference_model` gives a copy of the model for ``no_grad`` use:
   every BatchNorm that follows a convolution folded into it (``torch.fx``), and weights and inputs
   in channels-last memory layout. Both are exact up to float rounding. A model that cannot be
@@ -27,6 +26,7 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -51,17 +51,16 @@ def _state_signature(model: nn.Module) -> tuple:
 
 
 class _Checked(nn.Module):
-    """The optimised copy, compared against the original on its first call."""
+    """The optimised (channels-last) copy, compared against the original on its first call."""
 
-    def __init__(self, original: nn.Module, fast: nn.Module, channels_last: bool):
+    def __init__(self, original: nn.Module, fast: nn.Module):
         super().__init__()
         self.fast = fast
-        self.channels_last = channels_last
         self._original = weakref.ref(original)
         self.trusted: bool | None = None
 
     def _run_fast(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:  # a 4-D input: convert once, not in every conv
+        if x.dim() == 4:  # convert the input once, not in every convolution
             x = x.contiguous(memory_format=torch.channels_last)
         return self.fast(x)
 
@@ -97,7 +96,7 @@ def _build(model: nn.Module) -> nn.Module:
     for p in clone.parameters():
         p.requires_grad_(False)
     fast = _fold_batchnorm(clone).to(memory_format=torch.channels_last)
-    return _Checked(model, fast, channels_last=True).eval()
+    return _Checked(model, fast).eval()
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -110,14 +109,42 @@ def inference_model(model: nn.Module) -> nn.Module:
     Only for calls under ``torch.no_grad``/``inference_mode`` with ``model`` in eval mode: the
     copy has no gradients and its BatchNorm statistics are folded into constants.
     """
-    if model.training or getattr(model, "explain_audit_inference_copy", True) is False:
-        return model  # train-mode BatchNorm uses batch statistics: nothing can be folded
+    if getattr(model, "explain_audit_inference_copy", True) is False or any(m.training for m in model.modules()):
+        return model  # a train-mode module (BatchNorm's batch statistics, dropout): nothing to fold
     signature = _state_signature(model)
     with _LOCK:
         entry = _CACHE.get(model)
         if entry is not None and entry[0] == signature:
             return entry[1]
     fast = _build(model)
-    with _LOCK:
-        _CACHE[model] = (signature, fast)
+    if fast is not model:  # a value referring to its own key would keep the model alive forever
+        with _LOCK:
+            _CACHE[model] = (signature, fast)
     return fast
+
+
+def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    """The device of the model's first parameter (or buffer); ``fallback`` if it has neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return fallback
+
+
+@torch.no_grad()
+def target_probs(model: nn.Module, n: int, build: Callable[[int, int], torch.Tensor],
+                 target: torch.Tensor, chunk: int | None = None, log: bool = False) -> torch.Tensor:
+    """Softmax probability (``log``: its log, finite even where it underflows) of ``target[i]``
+    for ``n`` images made on demand, as float64 (n,), through the inference copy.
+
+    ``build(start, end)`` returns images start..end-1 (so the full stack never sits in memory);
+    ``target`` is (n,). One forward call per ``chunk`` images (default: the device's).
+    """
+    out = torch.empty(n, dtype=torch.float64, device=target.device)
+    size = forward_chunk(target.device, chunk)
+    fast = inference_model(model)
+    for start in range(0, n, size):
+        end = min(n, start + size)
+        logp = torch.log_softmax(fast(build(start, end)).to(torch.float64), dim=1)
+        picked = logp.gather(1, target[start:end].view(-1, 1).to(logp.device)).squeeze(1)
+        out[start:end] = (picked if log else picked.exp()).to(out.device)
+    return out

@@ -45,9 +45,15 @@ def _randomisation_section(result, suite: dict) -> list[str]:
         else:
             verdict = "moves"
         lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_fmt(row['mean'])} | {verdict} |")
-    still = [r["explainer"] for r in rows if r["mean"] is not None and r["mean"] > RANDOMISATION_MOVED_MAX]
-    lines += ["", f"Explainers that do not move: {', '.join(still)}." if still
-              else "Every explainer's map moves."]
+    valued = [r for r in rows if r["mean"] is not None]
+    still = [r["explainer"] for r in valued if r["mean"] > RANDOMISATION_MOVED_MAX]
+    if still:
+        lines += ["", f"Explainers that do not move: {', '.join(still)}."]
+    elif valued:
+        lines += ["", "Every explainer's map moves." if len(valued) == len(rows)
+                  else "Every explainer with a value moves; the others produced none."]
+    else:
+        lines += ["", "No randomisation row produced a value: the check could not be made."]
     return lines
 
 

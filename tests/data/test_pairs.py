@@ -26,8 +26,9 @@ def test_each_class_sits_whole_in_its_own_half():
         cols_b = sample.mask_b.any(0).nonzero().flatten()
         assert len(cols_a) and len(cols_b)
         left, right = (cols_a, cols_b) if cols_a.max() < 32 else (cols_b, cols_a)
-        assert left.max() < 32 <= right.min()  # one shape per half, no overlap, nothing cut off
-        assert sample.mask_a.any(1).sum() > 2 and not sample.mask_a[:, [0, -1]].any()
+        assert left.max() < 32 <= right.min()  # one shape per half, no overlap
+        for mask in (sample.mask_a, sample.mask_b):  # nothing cut off: no shape touches the border
+            assert mask.any(1).sum() > 2 and not mask[:, [0, -1]].any() and not mask[[0, -1], :].any()
 
 
 def test_reference_model_names_both_classes_as_its_top_two():

@@ -18,7 +18,11 @@ def test_folder_selection_is_seeded_stable_and_labelled(tmp_path):
     batch = data.batch(range(5))
     assert batch.images.shape == (5, 3, 32, 32) and 0 <= float(batch.images.min())
     mapped = FolderData(root, 5, SPEC, seed=3, labels={"a": 7, "b": 2})
-    assert set(mapped.batch(range(5)).labels.tolist()) <= {2, 7}
+    assert batch.labels.tolist() == [c for _, c in data.files]
+    assert set(batch.labels.tolist()) <= {0, 1}
+    index = {"a": 7, "b": 2}
+    assert mapped.batch(range(5)).labels.tolist() == [
+        index[mapped.class_names[c]] for _, c in mapped.files]
     with pytest.raises(UserError, match="no model index for the class folder"):
         FolderData(root, 5, SPEC, seed=3, labels={"a": 1})
 

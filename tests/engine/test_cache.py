@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from audit.engine.cache import MAGIC, Cache, code_digest, make_key
+from audit.engine.cache import MAGIC, Cache, code_digest, make_key, package_digest
 from audit.models.sources import model_digest
 
 
@@ -24,6 +24,8 @@ def test_keys_are_canonical_and_sensitive():
         base.weight[0, 0] = 1e-7
     assert model_digest(base) != before
     assert len(code_digest("audit.engine.cache")) == 16
+    assert code_digest("audit.engine.cache") != code_digest("audit.engine.runner")
+    assert len(package_digest()) == 16 and package_digest() == package_digest()
 
 
 def test_round_trip_and_damage_detection(tmp_path):

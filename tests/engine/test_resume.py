@@ -48,13 +48,14 @@ def test_kill_and_resume_gives_identical_results(tmp_path, explain_audit, cli_en
             assert files and all(p.name.startswith(".tmp-") for p in files)
     # and once at an arbitrary moment from outside
     env = {**cli_env, "EXPLAIN_AUDIT_CACHE": str(cache)}
+    entries_prior = {p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
     proc = subprocess.Popen([*explain_audit, "run", str(suite), "--out", str(out), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(4.0)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    entries_before = {p for p in cache.rglob("*") if p.is_file()}
-    assert entries_before, "the killed runs cached nothing"
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it was killed; kill it sooner"
+    entries_before = {p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
+    assert entries_before > entries_prior, "the run killed from outside cached nothing before dying"
 
     final = run(explain_audit, cli_env, suite, out, cache)
     assert final.returncode in (0, 1), final.stderr

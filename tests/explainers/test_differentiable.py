@@ -105,6 +105,5 @@ def test_differentiable_lrp_equals_zennit_epsilon():
     with Gradient(model=model, composite=composite) as attributor:
         _, relevance = attributor(inputs, start)
     torch.testing.assert_close(ours, relevance.sum(1), rtol=1e-6, atol=1e-9)
-    inputs.grad = None
     plain_gxi = differentiable_lrp_epsilon(model, x, target, epsilon=1e-12, create_graph=False)
     assert not torch.allclose(ours, plain_gxi, rtol=1e-3)

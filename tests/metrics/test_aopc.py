@@ -79,18 +79,18 @@ def test_one_forward_call_per_max_batch_and_same_values():
     model.calls = model.images = 0
     full = {name: METRICS.create(name, {"region_size": 4, "max_batch": 256}).compute(inputs)
             for name in ("aopc", "aopc_lerf", "aopc_random")}
-    assert model.calls == 1  # all three rows of four images: 4 × (1 + 3·16) images, one call
-    assert model.images == 4 * (1 + 3 * 16)
+    assert model.calls == 3  # each row: its own order, 4 × (1 + 16) images in one call
+    assert model.images == 3 * 4 * (1 + 16)
     inputs = make_inputs(x, model, map_clean=maps, target=target)  # another cell: nothing shared
     model.calls = 0
     small = {name: METRICS.create(name, {"region_size": 4, "max_batch": 50}).compute(inputs)
              for name in ("aopc", "aopc_lerf", "aopc_random")}
-    assert model.calls == -(-(4 * 49) // 50)
+    assert model.calls == 3 * -(-(4 * 17) // 50)
     for name in full:
         torch.testing.assert_close(full[name].values, small[name].values)
 
 
-def test_rows_of_a_cell_share_one_pass_whichever_runs_first():
+def test_rows_give_the_same_values_whichever_runs_first_and_forward_only_their_order():
     model, x, maps, target = linear_setup(b=3)
     maps[1] = 0.5  # a degenerate map: its MoRF and LeRF orders are the seeded random order
     results = []
@@ -98,9 +98,8 @@ def test_rows_of_a_cell_share_one_pass_whichever_runs_first():
         inputs = make_inputs(x, model, map_clean=maps, target=target, seed=7)
         model.images = 0
         results.append({n: METRICS.create(n, {"region_size": 4}).compute(inputs) for n in names})
-        assert model.images == 3 * (1 + 3 * 16)  # one pass for the three rows
+        assert model.images == 3 * 3 * (1 + 16)  # three rows, each x⁽⁰⁾ and its own 16 steps
         other = {n: METRICS.create(n, {"region_size": 8}).compute(inputs) for n in names}
-        assert model.images == 3 * (1 + 3 * 16) + 3 * (1 + 3 * 4)  # other parameters: own pass
         assert not torch.equal(other["aopc"].values, results[-1]["aopc"].values)
     for name in ("aopc", "aopc_lerf", "aopc_random"):
         assert torch.equal(results[0][name].values, results[1][name].values)

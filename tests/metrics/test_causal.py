@@ -58,10 +58,16 @@ def test_degenerate_map_uses_a_seeded_random_order():
     b = METRICS.create("deletion").compute(inputs)
     assert a.status == ["ok", "degenerate"]
     assert torch.equal(a.values, b.values) and torch.isfinite(a.values).all()
-    # A random order lies between the best (true evidence) and the worst (reversed) order.
-    worst = METRICS.create("deletion").compute(make_inputs(x, model, map_clean=-maps, target=target))
-    best = METRICS.create("deletion").compute(make_inputs(x, model, map_clean=maps.flip(0), target=target))
-    assert best.values[0] < a.values[1] < worst.values[0]
+    # A random order lies between the best (true evidence) and the worst (reversed) order of the
+    # same image (image 1 given image 0's informative map shape)
+    full = maps.clone()
+    full[1] = full[0]
+    worst = METRICS.create("deletion").compute(make_inputs(x, model, map_clean=-full, target=target))
+    best = METRICS.create("deletion").compute(make_inputs(x, model, map_clean=full, target=target))
+    assert best.status == worst.status == ["ok", "ok"]
+    assert best.values[1] < a.values[1] < worst.values[1]
+    other_seed = METRICS.create("deletion").compute(make_inputs(x, model, map_clean=maps, target=target, seed=4))
+    assert other_seed.values[1] != a.values[1] and other_seed.values[0] == a.values[0]
 
 
 def test_few_forward_calls():

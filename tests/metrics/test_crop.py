@@ -97,4 +97,7 @@ def test_degenerate_map_boxes_the_whole_image():
 def test_threshold_must_be_mean_or_in_unit_interval():
     with pytest.raises(ValueError):
         METRICS.create("crop", {"threshold": 1.5})
-    METRICS.create("crop", {"threshold": 0.5})
+    for threshold in (0.5, "mean", 0, 1):
+        assert METRICS.create("crop", {"threshold": threshold}).params.threshold == threshold
+    with pytest.raises(ValueError):
+        METRICS.create("crop", {"threshold": "median"})

@@ -62,6 +62,9 @@ def test_active_fooling_needs_the_swapped_map():
     swapped = torch.stack([maps[0], torch.rand(H, W)])
     result = fsr(maps, maps, fooling="active", map_swap=swapped)
     assert result.values[0].item() == 1.0  # the attacked map of c₁ is the original map of c₂
+    assert result.status == ["ok", "ok"]
+    unrelated = fsr(maps, -maps, fooling="active", map_swap=maps)  # reversed ranking: Spearman −1
+    assert unrelated.values.tolist() == [0.0, 0.0]
 
 
 def test_interval_parameter_and_validation():

@@ -31,4 +31,4 @@ def test_the_recipe_still_learns():
     model, history = train(recipe, log=lambda _: None)
     losses = [e["loss"] for e in history["epochs"]]
     assert losses[-1] < losses[0] - 0.1
-    assert evaluate(model, "val", n=600) > 2 / 6
+    assert evaluate(model, "val", n=600) > 0.4

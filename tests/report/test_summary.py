@@ -71,3 +71,19 @@ def test_report_names_explainers_whose_map_does_not_move():
     assert "| rand | gradcam | 0.2000 | moves |" in text
     assert "| rand | edge_detector | 0.9300 | **does not move** |" in text
     assert "Explainers that do not move: edge_detector." in text
+
+
+def test_randomisation_check_without_values_says_it_could_not_be_made():
+    from types import SimpleNamespace
+
+    from audit.report.markdown import render_markdown
+
+    row = {"attack": "rand", "explainer": "gradcam", "metric": "spearman", "n": 0, "mean": None,
+           "ci_low": None, "ci_high": None, "higher_is_better": True, "status": "error", "degenerate": 0}
+    manifest = {"suite": {"name": "s", "attacks": [{"id": "rand", "plugin": "model_randomization"}],
+                          "metrics": [{"id": "spearman", "plugin": "spearman"}]},
+                "model": {"source": "m", "digest": "0" * 64}, "data": {"description": "d"}, "seed": 0,
+                "device": "cpu", "timings_s": {"total": 1.0}}
+    text = render_markdown(SimpleNamespace(exit_code=3, gates=[], records=[], summary=[row]), manifest)
+    assert "| gradcam |" in text and "| no value |" in text
+    assert "could not be made" in text and "map moves" not in text
