@@ -23,7 +23,7 @@ from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mo
 from audit.explainers.fills import FillName, fill
 from audit.explainers.rise_cv import ControlVariate
 from audit.explainers.rise_masks import generate_masks
-from audit.models.inference import forward_chunk, model_device, target_probs
+from audit.models.inference import forward_chunk, inference_model, model_device, target_probs
 from audit.models.spec import InputSpec
 from audit.registry import Params
 from audit.seeding import generator
@@ -81,9 +81,11 @@ def class_probability(model: nn.Module, chunk: int | None = None
                       ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """``score(x, c)``: the softmax probability of class ``c`` for each image of ``x``, through
     the model's inference copy in forward calls of ``chunk`` images."""
+    fast = inference_model(model)  # resolved once, not on every call of the hot loop
+
     def score(x: torch.Tensor, target: int) -> torch.Tensor:
         targets = torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
-        return target_probs(model, x.shape[0], lambda lo, hi: x[lo:hi], targets, chunk)
+        return target_probs(fast, x.shape[0], lambda lo, hi: x[lo:hi], targets, chunk)
     return score
 
 

@@ -53,6 +53,8 @@ def _state_signature(model: nn.Module) -> tuple:
 class _Checked(nn.Module):
     """The optimised (channels-last) copy, compared against the original on its first call."""
 
+    explain_audit_inference_copy = False  # already the copy: inference_model() returns it as is
+
     def __init__(self, original: nn.Module, fast: nn.Module):
         super().__init__()
         self.fast = fast

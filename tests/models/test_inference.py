@@ -111,6 +111,8 @@ def test_models_used_as_they_are():
     opted_out = bn_net()
     opted_out.explain_audit_inference_copy = False
     assert inference_model(opted_out) is opted_out
+    fast = inference_model(bn_net())
+    assert inference_model(fast) is fast  # the copy is not copied again
     scripted = torch.jit.script(bn_net())
     assert inference_model(scripted) is scripted
 
