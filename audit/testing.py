@@ -27,6 +27,24 @@ from audit.models.spec import InputSpec
 
 TINY_SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
+# Tolerances for one quantity computed two different ways in float32: other batch composition or
+# chunk size, the inference copy against the model, another CPU, a GPU. oneDNN and cuDNN choose
+# kernels by processor and tensor shape, so such results agree only up to float32 rounding
+# (ε = 2⁻²³ ≈ 1.2e-7): a logit Σ wᵢxᵢ over K terms carries an error of order √K·ε·Σ|wᵢxᵢ|, a
+# softmax probability at most half the logits' error, a log-probability at most the logits' error.
+# The same computation repeated (reruns, resume, backends over identical batches) stays bit-exact
+# and is compared with ``torch.equal``.
+#: absolute tolerance on probabilities and on metrics built from them (AOPC, deletion, insertion):
+#: 1e-5 ≈ 84 ulps of 1.0, far above the 4e-9 seen between CPUs (issue L) and far below what a
+#: batching bug moves (a seed or an order that depends on the batch position: ≥ 1e-3)
+PROB_ATOL = 1e-5
+#: absolute tolerance on log-probabilities and logits of order 1–10 (the crop metric's log p)
+LOGIT_ATOL = 1e-4
+#: relative tolerance between two float32 computations of the same value
+FLOAT32_RTOL = 1e-5
+#: metrics computed in float64 from the very same float32 maps: only the reduction order differs
+FLOAT64_RTOL, FLOAT64_ATOL = 1e-9, 1e-12
+
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
                "_state_dict_hooks", "_load_state_dict_pre_hooks")
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",

@@ -7,6 +7,7 @@ import torch
 
 from audit.metrics.base import METRICS, STATUSES, MetricInputs, MetricResult
 from audit.models.spec import InputSpec
+from audit.testing import FLOAT32_RTOL, FLOAT64_ATOL, FLOAT64_RTOL, LOGIT_ATOL, PROB_ATOL
 from tests.metrics.helpers import tiny_cnn
 
 SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -75,10 +76,23 @@ def test_deterministic_under_the_same_seed(name):
     assert a.status == b.status
 
 
+def batch_tolerance(name: str) -> dict[str, float]:
+    """How far one image's value may move with the batch around it (see ``audit.testing``).
+
+    Metrics that forward perturbed images score float32 probabilities whose last bits depend on
+    the batch size (oneDNN picks kernels by processor and shape): probability scale, or logit
+    scale for the crop metric's log p. The others compute in float64 from the very same maps.
+    """
+    if METRICS.get(name).compares != "map_model":
+        return {"rtol": FLOAT64_RTOL, "atol": FLOAT64_ATOL}
+    return {"rtol": FLOAT32_RTOL, "atol": LOGIT_ATOL if name == "crop" else PROB_ATOL}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_an_image_scores_the_same_in_any_batch(name):
     full, part = compute(name, build_inputs()), compute(name, build_inputs(rows=slice(2, 4)))
-    torch.testing.assert_close(full.values[2:4], part.values, equal_nan=True, rtol=1e-6, atol=1e-9)
+    assert full.status[2:4] == part.status
+    torch.testing.assert_close(full.values[2:4], part.values, equal_nan=True, **batch_tolerance(name))
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if METRICS.get(n).per_explainer()])
