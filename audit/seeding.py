@@ -20,8 +20,13 @@ def derive_seed(seed: int, *identity: object) -> int:
     return int.from_bytes(digest, "little") & _MASK63
 
 
-def generator(seed: int, *identity: object, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with :func:`derive_seed`."""
-    gen = torch.Generator(device=device)
+def generator(seed: int, *identity: object) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derive_seed`.
+
+    Always on the CPU: a CUDA generator with the same seed draws other numbers, so RISE's masks,
+    SmoothGrad's noise and every other draw would change with the device. Draw on the CPU, then
+    move the tensor (the draws are small next to the forward passes they feed).
+    """
+    gen = torch.Generator()
     gen.manual_seed(derive_seed(seed, *identity))
     return gen

@@ -140,7 +140,7 @@ def convergence_curves(model, x, target, spec, checkpoints: list[int], params: R
 
     done = 0
     base = fill(params.fill, x, spec)
-    stream = mask_stream(max(checkpoints), make, seed, x.device, params.batch_size, "rise-masks",
+    stream = mask_stream(max(checkpoints), make, seed, params.batch_size, "rise-masks",
                          params.grid, params.p, reuse=True)
     score = class_probability(model)
     with torch.inference_mode():

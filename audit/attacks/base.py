@@ -32,7 +32,7 @@ class AttackContext:
     def sample_generator(self, position: int, *identity: object) -> torch.Generator:
         """A generator for the image at ``position``: the same whatever batch holds it."""
         sample = self.sample_ids[position] if self.sample_ids else position
-        return generator(self.seed, "sample", sample, *identity, device=self.device)
+        return generator(self.seed, "sample", sample, *identity)
 
     def for_samples(self, sample_ids: tuple[int, ...]) -> AttackContext:
         return AttackContext(self.spec, self.seed, sample_ids, self.device)

@@ -25,8 +25,7 @@ class GaussianNoise(Attack):
                 ctx: AttackContext) -> torch.Tensor:
         pixels = ctx.spec.denormalize(x.detach())
         noise = torch.stack([
-            torch.randn(pixels.shape[1:], generator=ctx.sample_generator(i, "noise"),
-                        device=ctx.device).to(pixels.dtype)
+            torch.randn(pixels.shape[1:], generator=ctx.sample_generator(i, "noise")).to(pixels)
             for i in range(pixels.shape[0])
         ]) if pixels.shape[0] else torch.zeros_like(pixels)
         return ctx.spec.normalize((pixels + self.params.sigma * noise).clamp(0.0, 1.0))

@@ -34,7 +34,7 @@ class ExplainContext:
     def sample_generator(self, position: int, *identity: object) -> torch.Generator:
         """A generator for the image at ``position`` in the batch, independent of the batch."""
         sample = self.sample_ids[position] if self.sample_ids else position
-        return generator(self.seed, "sample", sample, *identity, device=self.device)
+        return generator(self.seed, "sample", sample, *identity)
 
     def subset(self, positions: slice) -> ExplainContext:
         ids = tuple(self.sample_ids[positions]) if self.sample_ids else ()

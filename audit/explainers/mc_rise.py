@@ -59,7 +59,7 @@ def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, 
                                       device=device, dtype=x.dtype)
 
     mask_chunk, forward = chunks(device, params.batch_size)
-    stream = mask_stream(params.n_masks, make, seed, device, mask_chunk, "mc-rise-masks", params.grid,
+    stream = mask_stream(params.n_masks, make, seed, mask_chunk, "mc-rise-masks", params.grid,
                          params.p, k, reuse=True)
     score = class_probability(model, forward)
     buffer: torch.Tensor | None = None

@@ -108,12 +108,13 @@ MASK_BLOCK = 50  # masks per generator: the masks do not depend on the forward b
 
 
 def mask_stream(n: int, make: Callable[[int, torch.Generator], torch.Tensor], seed: int,
-                device: torch.device, batch_size: int, *identity: object,
+                batch_size: int, *identity: object,
                 reuse: bool = False) -> Iterator[torch.Tensor]:
     """``n`` masks from ``make(m, gen)`` in chunks of ``batch_size``, identical whatever the size.
 
-    Block k of ``MASK_BLOCK`` masks comes from its own generator (seed, identity, k), so
-    regrouping blocks into forward batches never changes a mask; at most one batch plus one block
+    Block k of ``MASK_BLOCK`` masks comes from its own CPU generator (seed, identity, k), so
+    regrouping blocks into forward batches, or another device, never changes a mask (``make``
+    draws on the generator's device and moves the result); at most one batch plus one block
     is held. With ``reuse`` every chunk is a view of one buffer, overwritten by the next chunk
     (no allocation per chunk); the consumer must be done with a chunk before asking for the next.
     """
@@ -121,7 +122,7 @@ def mask_stream(n: int, make: Callable[[int, torch.Generator], torch.Tensor], se
     held = block = made = 0
     while made < n:
         m = min(MASK_BLOCK, n - made)
-        masks = make(m, generator(seed, *identity, block, device=device))
+        masks = make(m, generator(seed, *identity, block))
         if buffer is None:
             buffer = masks.new_empty((batch_size + MASK_BLOCK, *masks.shape[1:]))
         buffer[held:held + m] = masks
@@ -161,7 +162,7 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
     def make(m: int, gen: torch.Generator) -> torch.Tensor:
         return generate_masks(m, (height, width), params.grid, params.p, gen, device=device)
 
-    stream = mask_stream(params.n_masks, make, seed, device, mask_chunk, "rise-masks", params.grid,
+    stream = mask_stream(params.n_masks, make, seed, mask_chunk, "rise-masks", params.grid,
                          params.p, reuse=True)
     buffer: torch.Tensor | None = None
     with torch.inference_mode():

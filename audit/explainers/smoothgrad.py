@@ -42,8 +42,8 @@ class SmoothGrad(Explainer):
         for b in range(x.shape[0]):
             image = x[b].detach()
             sigma = self.params.noise_level * (image.max() - image.min())
-            noise = torch.randn((n, *image.shape), generator=ctx.sample_generator(b, "smoothgrad"),
-                                device=ctx.device).to(device=x.device, dtype=x.dtype)
+            noise = torch.randn((n, *image.shape), generator=ctx.sample_generator(b, "smoothgrad"))
+            noise = noise.to(device=x.device, dtype=x.dtype)
             copies.append(image.unsqueeze(0) + sigma * noise)
         return torch.cat(copies) if copies else x.detach()[:0]
 

@@ -51,7 +51,13 @@ def test_kill_and_resume_gives_identical_results(tmp_path, explain_audit, cli_en
     entries_prior = {p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}
     proc = subprocess.Popen([*explain_audit, "run", str(suite), "--out", str(out), "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(4.0)
+    # kill as soon as it has cached something new: a fixed sleep is too short where start-up is
+    # slow (a GPU machine initialising CUDA) and lets a fast machine finish the run
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if {p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")} > entries_prior:
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it was killed; kill it sooner"
     entries_before = {p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")}

@@ -71,7 +71,7 @@ def test_mask_stream_does_not_depend_on_batch_size():
     def make(m, gen):
         return generate_masks(m, SIZE, 4, 0.5, gen)
 
-    chunks = {b: list(mask_stream(237, make, 5, torch.device("cpu"), b, "t")) for b in (7, 50, 300)}
+    chunks = {b: list(mask_stream(237, make, 5, b, "t")) for b in (7, 50, 300)}
     assert [c.shape[0] for c in chunks[50]] == [50, 50, 50, 50, 37]
     assert max(c.shape[0] for c in chunks[7]) == 7
     reference = torch.cat(chunks[300])
@@ -102,7 +102,7 @@ def test_rise_matches_naive_computation(normalize):
     def make(m, gen):
         return generate_masks(m, SIZE, 4, 0.5, gen)
 
-    masks = torch.cat(list(mask_stream(120, make, 9, torch.device("cpu"), 1000, "rise-masks", 4, 0.5)))
+    masks = torch.cat(list(mask_stream(120, make, 9, 1000, "rise-masks", 4, 0.5)))
     num, total = _naive_rise(model, x, target, masks, torch.zeros_like(x))
     expected = num / total if normalize == "mask_sum" else num / (120 * 0.5)
     torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-7)
@@ -138,7 +138,7 @@ def test_expectation_normalisation_of_constant_model_is_mask_density():
     def make(m, gen):
         return generate_masks(m, SIZE, 4, 0.5, gen)
 
-    masks = torch.cat(list(mask_stream(60, make, 2, torch.device("cpu"), 60, "rise-masks", 4, 0.5)))
+    masks = torch.cat(list(mask_stream(60, make, 2, 60, "rise-masks", 4, 0.5)))
     density = masks[:, 0].double().sum(0) / (60 * 0.5)
     torch.testing.assert_close(maps[0], 0.25 * density)
     assert not is_degenerate(maps).any()
@@ -187,7 +187,7 @@ def test_mc_rise_per_colour_contrast_matches_definition():
     def make(m, gen):
         return generate_palette_masks(m, SIZE, 4, 0.5, 1, gen)
 
-    masks = torch.cat(list(mask_stream(80, make, 6, torch.device("cpu"), 80, "mc-rise-masks", 4, 0.5, 1)))
+    masks = torch.cat(list(mask_stream(80, make, 6, 80, "mc-rise-masks", 4, 0.5, 1)))
     black = TINY_SPEC.normalize(torch.zeros(1, 3, 1, 1))
     with torch.no_grad():
         f = model(masks[:, :1] * x + masks[:, 1:] * black).softmax(1)[:, 2].double()
