@@ -23,7 +23,7 @@ from torch.nn.modules import module as module_globals
 from torchvision.models.resnet import BasicBlock
 
 from audit.explainers.base import ExplainContext, Explainer
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 TINY_SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

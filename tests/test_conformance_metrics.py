@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audit.metrics.base import METRICS, STATUSES, MetricInputs, MetricResult
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 from tests.metrics.helpers import tiny_cnn
 
 SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

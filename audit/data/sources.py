@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from audit.data import pairs, shapes
+from audit.builtin import pairs, shapes
 from audit.errors import UserError
-from audit.models.spec import InputSpec
 from audit.seeding import generator
+from audit.spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".tif", ".tiff", ".webp")
 
@@ -78,7 +78,7 @@ class ShapesData(Dataset):
 
 
 class PairsData(ShapesData):
-    """``builtin:shapes-pairs``: two shapes of two classes per image (:mod:`audit.data.pairs`);
+    """``builtin:shapes-pairs``: two shapes of two classes per image (:mod:`audit.builtin.pairs`);
     no labels, no masks."""
 
     name = "shapes-pairs"
