@@ -131,7 +131,7 @@ def train_reference(
 
     import torch
 
-    from audit.models.train_reference import Recipe, evaluate, train
+    from audit.builtin.train_reference import Recipe, evaluate, train
 
     if out.is_dir():
         _fail(UserError(f"--out {out} is a folder; give a file path such as shapes_resnet.pt"))

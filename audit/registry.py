@@ -39,6 +39,9 @@ class Plugin:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[Params]] = Params
+    # True for plugins that learn from images (e.g. the gating attack): the suite must then have
+    # training data (``data.train`` or a builtin default), and validation says so when it has none
+    needs_training_data: ClassVar[bool] = False
 
     def __init__(self, params: Params | None = None, **kwargs: Any):
         if params is not None and kwargs:
@@ -53,7 +56,7 @@ class Plugin:
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         """Capability flags shown by ``list``; subclasses extend this."""
-        return {}
+        return {"needs_training_data": cls.needs_training_data} if cls.needs_training_data else {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"

@@ -1,9 +1,16 @@
-"""Conformance checks for explainer plugins: ``check_explainer(explainer)``.
+"""Conformance checks for plugins: ``check_explainer(explainer)`` and ``check_attack(attack)``.
 
-A third-party explainer can run the same suite as the built-in ones::
+A third-party plugin can run the same suite as the built-in ones::
 
-    from audit.testing import check_explainer
+    from audit.testing import check_attack, check_explainer
     check_explainer(MyExplainer(n_masks=64))
+    check_attack(MyAttack(steps=20))
+
+``check_attack``: on the same tiny model, preparing and perturbing leave the input model as it
+was (weights, modes, hooks), preparation and perturbation are deterministic under one seed,
+perturbed inputs keep the batch's shape, stay finite and do not depend on the batch they are
+in, an attack that trains exports its state, and an export/import round trip gives the same
+outputs. Attacks with ``needs_training_data`` get :func:`tiny_training_set`.
 
 Checked on a tiny residual CNN (torchvision BasicBlocks, BatchNorm, in-place ReLUs): output
 shape (B, H, W) and float dtype, finite values, determinism under a seed, batch-invariance
@@ -22,8 +29,11 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 from torchvision.models.resnet import BasicBlock
 
+from audit.attacks.base import Attack, AttackContext
+from audit.data.sources import DataBatch, Dataset
+from audit.data.training import TrainingSet
 from audit.explainers.base import ExplainContext, Explainer
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 TINY_SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -238,3 +248,115 @@ def _check_differentiable(explainer: Explainer, model: nn.Module, x: torch.Tenso
     if problem:
         _fail(explainer, f"differentiable_map changed the model: {problem}")
     return {"differentiable": True}
+
+
+# -- attacks ------------------------------------------------------------------------------------
+class TensorData(Dataset):
+    """An in-memory data set of pixel images (B, 3, S, S) in [0, 1] with labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = "tensors"):
+        self.images, self.labels = images, labels
+        self.description = f"{name} n={images.shape[0]}"
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, positions: range) -> DataBatch:
+        index = list(positions)
+        return DataBatch(self.images[index], self.labels[index], tuple(index))
+
+    def digest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.images.numpy().tobytes() + self.labels.numpy().tobytes()).hexdigest()
+
+
+def tiny_training_set(n: int = 64, seed: int = 3, size: int = TINY_SPEC.size, classes: int = 4) -> TrainingSet:
+    """Random pixel images with random labels: enough for an attack's plumbing to train on."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand((n, 3, size, size), generator=gen)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    return TrainingSet(TensorData(images, labels, "tiny"))
+
+
+def _fail_attack(attack: Attack, what: str) -> None:
+    raise ConformanceError(f"attack {attack.name or type(attack).__name__!r}: {what}")
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+def check_attack(attack: Attack | type[Attack], *, model: nn.Module | None = None,
+                 x: torch.Tensor | None = None, spec: InputSpec = TINY_SPEC, seed: int = 7,
+                 training: TrainingSet | None = None, batch_rtol: float = 1e-5) -> dict[str, bool]:
+    """Run the attack conformance checks; returns {check: True} or raises :class:`ConformanceError`.
+
+    ``attack`` may be a class (default parameters) or an instance; pass small budgets (e.g.
+    training steps) to keep it fast. Preparation happens twice (determinism), so an attack
+    that trains pays its training twice.
+    """
+    if isinstance(attack, type):
+        attack = attack()
+    model = model if model is not None else tiny_model()
+    x = x if x is not None else tiny_inputs()
+    if type(attack).needs_training_data and training is None:
+        training = tiny_training_set(size=x.shape[-1])
+    ids = tuple(100 + 11 * i for i in range(x.shape[0]))
+    ctx = AttackContext(spec, seed=seed, training=training if type(attack).needs_training_data else None)
+    with torch.no_grad():
+        target = model(x).argmax(dim=1)
+    results: dict[str, bool] = {}
+
+    before = model_fingerprint(model)
+    prepared = attack.prepare(model, ctx)
+    if not isinstance(prepared, nn.Module):
+        _fail_attack(attack, f"prepare returned {type(prepared).__name__}, not an nn.Module")
+    prepared.eval()  # as the engine does
+    x_att = attack.perturb(prepared, x, target, ctx.for_samples(ids))
+    problem = _same_fingerprint(before, model_fingerprint(model))
+    if problem:
+        _fail_attack(attack, f"the input model was changed by preparing or perturbing: {problem}")
+    results["model_untouched"] = True
+
+    if tuple(x_att.shape) != tuple(x.shape) or not x_att.is_floating_point():
+        _fail_attack(attack, f"perturb returned {tuple(x_att.shape)} {x_att.dtype} for {tuple(x.shape)}")
+    if not torch.isfinite(x_att).all():
+        _fail_attack(attack, "perturb returned non-finite values")
+    out = _outputs(prepared, x_att)
+    if out.shape != (x.shape[0], _outputs(model, x).shape[1]) or not torch.isfinite(out).all():
+        _fail_attack(attack, f"the prepared model returned {tuple(out.shape)} or non-finite logits")
+    results["shapes_finite"] = True
+
+    again = attack.prepare(model, ctx).eval()
+    if not torch.equal(_outputs(again, x_att), out):
+        _fail_attack(attack, "prepare is not deterministic under one seed (outputs differ)")
+    if not torch.equal(attack.perturb(prepared, x, target, ctx.for_samples(ids)), x_att):
+        _fail_attack(attack, "perturb is not deterministic under one seed")
+    results["deterministic"] = True
+
+    for i in range(x.shape[0]):
+        single = attack.perturb(prepared, x[i:i + 1], target[i:i + 1], ctx.for_samples(ids[i:i + 1]))
+        if not _close(single[0], x_att[i], batch_rtol):
+            _fail_attack(attack, f"image {i} perturbed alone differs from the batch "
+                                 f"(max diff {(single[0] - x_att[i]).abs().max():.3g})")
+    results["batch_invariant"] = True
+
+    state = attack.export_state(prepared)
+    if state is None:
+        if type(attack).needs_training_data:
+            _fail_attack(attack, "it trains but export_state returned None")
+    else:
+        copied = {k: v.detach().cpu().clone() for k, v in state.items()}
+        before = model_fingerprint(model)
+        rebuilt = attack.import_state(model, copied).eval()
+        problem = _same_fingerprint(before, model_fingerprint(model))
+        if problem:
+            _fail_attack(attack, f"import_state changed the input model: {problem}")
+        if not torch.equal(_outputs(rebuilt, x_att), out):
+            _fail_attack(attack, "import_state(export_state(prepared)) gives other outputs")
+        if not torch.equal(_outputs(rebuilt, x), _outputs(prepared, x)):
+            _fail_attack(attack, "import_state(export_state(prepared)) gives other outputs on clean inputs")
+    results["round_trip"] = True
+    return results

@@ -22,9 +22,9 @@ import time
 
 import torch
 
+from audit.builtin.shapes_resnet import load_reference
 from audit.engine.device import reproducible
 from audit.models.inference import forward_chunk, inference_model
-from audit.models.shapes_resnet import load_reference
 
 CHUNKS = (8, 16, 32, 64, 128, 256)
 N = 512

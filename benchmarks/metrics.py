@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.data import shapes
+from audit.builtin import shapes
+from audit.builtin.shapes_resnet import INPUT_SPEC, ShapesResNet, load_reference
 from audit.engine.device import reproducible
 from audit.metrics.aopc import aopc_from_curves, region_perturbation
 from audit.models.inference import inference_model
-from audit.models.shapes_resnet import INPUT_SPEC, ShapesResNet, load_reference
 
 N_IMAGES, REGION, STEPS = 32, 8, 64
 

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.explainers.fills import fill
 from audit.explainers.rise import MaskedScores, RiseParams, class_probability, mask_stream, rise_maps
 from audit.explainers.rise_cv import ControlVariate
-from audit.explainers.rise_masks import generate_masks
+from audit.fills import fill
 from audit.models.inference import CPU_CHUNK, inference_model
-from audit.models.spec import InputSpec
+from audit.rise_masks import generate_masks
+from audit.spec import InputSpec
 
 IMAGENET_224 = InputSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -163,9 +163,9 @@ def convergence_curves(model, x, target, spec, checkpoints: list[int], params: R
 
 def convergence(n_images: int, reference_masks: int, checkpoints: list[int]) -> dict:
     """Masks needed for Spearman >= 0.95 against an independent ``reference_masks`` plain map."""
-    from audit.data import shapes
+    from audit.builtin import shapes
+    from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
     from audit.metrics.spearman import spearman
-    from audit.models.shapes_resnet import INPUT_SPEC, load_reference
 
     model = load_reference()
     data = shapes.render(range(n_images), "test")
@@ -209,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     from torchvision.models import resnet18
 
-    from audit.models.shapes_resnet import INPUT_SPEC, load_reference
+    from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
 
     rounds = 1 if args.quick else 3
     rows = [

@@ -21,12 +21,12 @@ import json
 
 import torch
 
+from audit.builtin.shapes_resnet import load_reference
 from audit.data.sources import ShapesData
 from audit.engine.device import reproducible
 from audit.explainers.base import EXPLAINERS, ExplainContext
 from audit.metrics.base import METRICS, MetricInputs
-from audit.models.shapes_resnet import load_reference
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 from audit.testing import FLOAT32_RTOL, LOGIT_ATOL, PROB_ATOL
 
 SMALL = {"rise": {"n_masks": 256}, "mc_rise": {"n_masks": 256}, "smoothgrad": {"n_samples": 8},

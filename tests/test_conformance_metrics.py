@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from audit.metrics.base import METRICS, STATUSES, MetricInputs, MetricResult
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 from audit.testing import FLOAT32_RTOL, FLOAT64_ATOL, FLOAT64_RTOL, LOGIT_ATOL, PROB_ATOL
 from tests.metrics.helpers import tiny_cnn
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from audit.data import pairs, shapes
+from audit.builtin import pairs, shapes
 from audit.errors import UserError
-from audit.models.spec import InputSpec
 from audit.seeding import generator
+from audit.spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".tif", ".tiff", ".webp")
 
@@ -61,7 +61,8 @@ class ShapesData(Dataset):
     has_masks = True
     class_names = shapes.CLASSES
 
-    def __init__(self, split: str, n: int, size: int, seed: int = 0):
+    def __init__(self, split: str, n: int | None, size: int, seed: int = 0):
+        n = shapes.SPLIT_SIZES[split] if n is None else n  # None: the whole split
         self.split, self.n, self.size, self.seed = split, n, size, seed
         self.description = f"builtin:{self.name} split={split} n={n} size={size}"
 
@@ -78,7 +79,7 @@ class ShapesData(Dataset):
 
 
 class PairsData(ShapesData):
-    """``builtin:shapes-pairs``: two shapes of two classes per image (:mod:`audit.data.pairs`);
+    """``builtin:shapes-pairs``: two shapes of two classes per image (:mod:`audit.builtin.pairs`);
     no labels, no masks."""
 
     name = "shapes-pairs"
@@ -113,7 +114,7 @@ class FolderData(Dataset):
     a sample's id is its index in the sorted listing of the folder.
     """
 
-    def __init__(self, root: Path, n: int, spec: InputSpec, seed: int, labels: dict[str, int] | None,
+    def __init__(self, root: Path, n: int | None, spec: InputSpec, seed: int, labels: dict[str, int] | None,
                  max_corrupt: int = 0):
         self.root, self.spec = root, spec
         classes, files = list_image_folder(root)
@@ -129,6 +130,7 @@ class FolderData(Dataset):
         self.label_of = [labels[c] for c in classes] if labels is not None else list(range(len(classes)))
         self.corrupt = self._undecodable(files, max_corrupt)
         good = [i for i, (path, _) in enumerate(files) if str(path) not in self.corrupt]
+        n = len(good) if n is None else n  # None: every usable image
         if n > len(good):
             raise UserError(f"data.n is {n} but {root} holds only {len(good)} usable images; lower n")
         pick = torch.randperm(len(good), generator=generator(seed, "folder-selection"))[:n]
@@ -200,7 +202,7 @@ def check_data_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, st
         if cfg.split not in shapes.SPLIT_SIZES:
             problems.append(("split", f"{rest} has splits {', '.join(shapes.SPLIT_SIZES)}; "
                                       f"not {cfg.split!r}"))
-        elif cfg.n > shapes.SPLIT_SIZES[cfg.split]:
+        elif cfg.n is not None and cfg.n > shapes.SPLIT_SIZES[cfg.split]:
             problems.append(("n", f"n is {cfg.n} but {rest}/{cfg.split} has "
                                   f"{shapes.SPLIT_SIZES[cfg.split]} images; lower n"))
         return problems
@@ -216,3 +218,24 @@ def load_data(cfg, resolve: Callable[[str], Path], spec: InputSpec, seed: int) -
     if scheme == "builtin":
         return BUILTIN[rest](cfg.split, cfg.n, spec.size)
     return FolderData(resolve(rest), cfg.n, spec, seed, cfg.labels, cfg.max_corrupt)
+
+
+def same_images(data_cfg, train_cfg, resolve: Callable[[str], Path]) -> bool:
+    """Whether a (valid) training source holds the audited images: the same builtin split, or the
+    audited folder itself (or a folder inside or around it)."""
+    scheme, _, rest = data_cfg.source.partition(":")
+    train_scheme, _, train_rest = train_cfg.source.partition(":")
+    if scheme != train_scheme:
+        return False
+    if scheme == "builtin":
+        return rest == train_rest and data_cfg.split == train_cfg.split
+    audited, train = resolve(rest).resolve(), resolve(train_rest).resolve()
+    return audited == train or audited in train.parents or train in audited.parents
+
+
+def load_training(data_cfg, resolve: Callable[[str], Path], spec: InputSpec, seed: int) -> Dataset | None:
+    """The training images of a suite (``data.train`` or its default), or None where there are none."""
+    train = data_cfg.training()
+    if train is None:
+        return None
+    return load_data(train, resolve, spec, seed)

@@ -39,20 +39,21 @@ def run_local(runner: Runner, units: list[Unit], step: Callable[[], None]) -> li
 
 
 # -- workers (process pool and Ray) ----------------------------------------------------------
-# A worker process builds its Runner once, from the driver's already loaded suite, model, data and
-# data digest (no second validation, model load, folder scan or hashing), and reuses it for every
-# unit it runs.
+# A worker process builds its Runner once, from the driver's already loaded suite, model, data,
+# data digest, training set and prepared attack states (no second validation, model load, folder
+# scan, hashing or training), and reuses it for every unit it runs.
 _WORKER: tuple[str, Runner] | None = None
 
 
 def _worker_runner(key: str, setup: Callable[[], tuple], cache_root: str | None) -> Runner:
-    """This process's Runner for run ``key``; ``setup()`` gives (loaded, model, data, data digest)
-    and is called only when the runner is built."""
+    """This process's Runner for run ``key``; ``setup()`` gives what :func:`_shipped` packs and is
+    called only when the runner is built."""
     global _WORKER
     if _WORKER is None or _WORKER[0] != key:
-        loaded, model, data, digest = setup()
+        loaded, model, data, digest, training, prepared = setup()
         cache = Cache(Path(cache_root) if cache_root else None)
-        _WORKER = (key, Runner(loaded, cache, model=model, data=data, data_digest=digest))
+        _WORKER = (key, Runner(loaded, cache, model=model, data=data, data_digest=digest, training=training,
+                               shipped=prepared))
     return _WORKER[1]
 
 
@@ -69,7 +70,8 @@ def _run_key(runner: Runner) -> str:
 
 
 def _shipped(runner: Runner) -> tuple:
-    return (runner.loaded, runner.model, runner.data, runner.data_digest)
+    return (runner.loaded, runner.model, runner.data, runner.data_digest, runner.training,
+            runner.preparation.shipment())
 
 
 def _cache_root(runner: Runner) -> str | None:

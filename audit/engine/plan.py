@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from audit.engine.suite import Suite
 from audit.metrics.base import METRICS
+from audit.records import NO_EXPLAINER, Cell
 
-NO_EXPLAINER = "-"
-
-
-@dataclass(frozen=True)
-class Cell:
-    attack: str
-    explainer: str
-    metric: str
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.attack, self.explainer, self.metric)
+__all__ = ["NO_EXPLAINER", "Cell", "plan_cells"]
 
 
 def plan_cells(suite: Suite) -> list[Cell]:

@@ -59,13 +59,14 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         raise UserError("--address and --gpus-per-task are Ray options; add --backend ray")
     wall_started = time.perf_counter()
     cache = Cache(cache_dir)
-    runner = Runner(loaded, cache)
+    runner = Runner(loaded, cache, log=progress.log)
     preflight(runner.model, runner.data, runner.device)
     progress.log(f"model {runner.model.source} on {runner.device}; data {runner.data.description}")
 
+    if runner.training is not None:
+        progress.log(f"training data {runner.training.description}")
     compute_started = time.perf_counter()
-    for attack_id in runner.attacks:  # once, here, so workers find model attacks in the cache
-        runner.attacked_model(attack_id)
+    runner.preparation.prepare_all()  # once, here: workers get the prepared states, never train
     units = runner.units()
     with progress.task(f"{len(units)} units", len(units)) as step:
         if backend == "ray":
@@ -90,6 +91,8 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
                        runner.model, runner.data_digest)
     manifest = build_manifest(loaded, result, runner.data.description, str(runner.device),
                               platform.python_version())
+    manifest["training_data"] = None if runner.training is None else {
+        "description": runner.training.description, "digest": runner.training.digest}
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}

@@ -6,6 +6,10 @@ all attacks; the attacked setting's map uses the same explainer seed (common ran
 Every random draw derives from the suite seed and the identity of what draws it, so a unit
 gives the same records in any process, in any order, on any backend.
 
+Attacks are prepared once per run by :mod:`audit.engine.prepare` (the driver prepares them;
+workers import the shipped states). The attacked images of an (attack, batch) are computed
+once and shared by every explainer's unit (cached like maps).
+
 Finished (cell, batch) results and maps are cached by content keys (see ``cache.py``), which is
 what makes a killed run resume where it stopped. A failure inside an attack, explainer or
 metric marks the affected records ``error`` and the run goes on.
@@ -22,11 +26,13 @@ import torch
 from torch import nn
 
 from audit.attacks.base import ATTACKS, Attack, AttackContext
-from audit.data.sources import DataBatch, Dataset, load_data
+from audit.data.sources import DataBatch, Dataset, load_data, load_training
+from audit.data.training import TrainingSet
 from audit.engine.cache import Cache, code_digest, make_key, package_digest
 from audit.engine.device import pick_device, reproducible
 from audit.engine.plan import NO_EXPLAINER, plan_cells
-from audit.engine.suite import LoadedSuite
+from audit.engine.prepare import Preparation, Shipped
+from audit.engine.suite import LoadedSuite, training_plugins
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
@@ -75,7 +81,9 @@ class Runner:
     """Everything a unit of work needs: model, data, plugins, attacked models, cache."""
 
     def __init__(self, loaded: LoadedSuite, cache: Cache, *, model: LoadedModel | None = None,
-                 data: Dataset | None = None, data_digest: str | None = None):
+                 data: Dataset | None = None, data_digest: str | None = None,
+                 training: TrainingSet | None = None, shipped: dict[str, Shipped] | None = None,
+                 log=None):
         self.loaded = loaded
         self.suite = loaded.suite
         self.cache = cache
@@ -96,14 +104,26 @@ class Runner:
         self.attacks: dict[str, Attack] = {i.id: ATTACKS.create(i.plugin, i.params) for i in self.suite.attacks}
         self.metrics: dict[str, Metric] = {i.id: METRICS.create(i.plugin, i.params) for i in self.suite.metrics}
         self.data_digest = data_digest or self.data.digest()  # workers get the driver's: no re-hashing
-        # what every cache key holds, built once: each item's config and plugin source, and the run
+        if training is None and shipped is None and training_plugins(self.suite):
+            train = load_training(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
+            training = TrainingSet(train) if train is not None else None
+        self.training = training  # workers get the driver's (with its digest)
+        # what every cache key holds, built once: each item's id, plugin and *resolved* parameters
+        # (defaults filled in, so `rise: {}` and `rise: {n_masks: <default>}` share cells), its
+        # plugin source, and the run
+        plugins = {"explainers": self.explainers, "attacks": self.attacks, "metrics": self.metrics}
         registries = {"explainers": EXPLAINERS, "attacks": ATTACKS, "metrics": METRICS}
-        self._item_keys = {(section, i.id): {**i.model_dump(mode="json"),
+        self._item_keys = {(section, i.id): {"id": i.id, "plugin": i.plugin,
+                                             "params": plugins[section][i.id].params.model_dump(mode="json"),
                                              "code": code_digest(registries[section].get(i.plugin))}
                            for section, items in self.items.items() for i in items.values()}
         self._run_key = {"seed": self.suite.seed, "target": self.suite.target, "device": self.device.type,
                          "model": self.model.digest, "data": self.data_digest, "code": package_digest()}
-        self._attacked: dict[str, nn.Module | Exception] = {}
+        self.preparation = Preparation(
+            self.attacks, self.model.model, self.model.spec, self.device, self.suite.seed,
+            {a: self._item_keys[("attacks", a)] for a in self.attacks}, self._run_key, cache, self.training,
+            self.timings, shipped=shipped, log=log)
+        self._inputs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}  # this batch's attacked images
         self.timings["setup"] += time.perf_counter() - started
 
     # -- plan ----------------------------------------------------------------------------------
@@ -142,29 +162,34 @@ class Runner:
 
     # -- attacked settings ---------------------------------------------------------------------
     def attack_context(self, attack_id: str, ids=()) -> AttackContext:
-        return AttackContext(self.model.spec, derive_seed(self.suite.seed, "attack", attack_id),
-                             tuple(ids), self.device)
+        return self.preparation.context(attack_id, ids)
 
-    def attacked_model(self, attack_id: str) -> nn.Module:
-        """The attacked setting's model, prepared once per process (and cached for model attacks)."""
-        if attack_id not in self._attacked:
-            started = time.perf_counter()
-            attack = self.attacks[attack_id]
-            key = make_key(kind="attacked-model", attack=self._item("attacks", attack_id), **self._run_key)
-            try:
-                state = self.cache.get_tensors("models", key) if attack.kind == "model" else None
-                if state is not None:
-                    self._attacked[attack_id] = attack.import_state(self.model.model, state).to(self.device)
-                else:
-                    prepared = attack.prepare(self.model.model, self.attack_context(attack_id))
-                    exported = attack.export_state(prepared)
-                    if exported is not None:
-                        self.cache.put_tensors("models", key, exported)
-                    self._attacked[attack_id] = prepared
-            except Exception as exc:  # recorded as errors of every cell of this attack
-                self._attacked[attack_id] = exc
-            self.timings[f"prepare {attack_id}"] += time.perf_counter() - started
-        return self._attacked[attack_id]
+    def attacked_model(self, attack_id: str) -> nn.Module | Exception:
+        """The attacked setting's model (see :mod:`audit.engine.prepare`), or why it has none."""
+        return self.preparation.model(attack_id)
+
+    def attacked_inputs(self, attack_id: str, attacked: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                        ids) -> torch.Tensor:
+        """The attacked images of (attack, batch): computed once, shared by every explainer's unit
+        (in this process, and through the cache across processes and runs)."""
+        attack = self.attacks[attack_id]
+        if not attack.changes_input():
+            return attack.perturb(attacked, x, target, self.attack_context(attack_id, ids)).detach()
+        memo = (attack_id, tuple(ids))
+        if memo not in self._inputs:
+            key = make_key(kind="attacked-input", attack=self._item("attacks", attack_id), ids=list(ids),
+                           train=self.preparation.training_digest(attack_id), **self._run_key)
+            cached = self.cache.get_tensors("inputs", key)
+            if cached is not None:
+                x_att = cached["x"].to(self.device)
+            else:
+                x_att = self._timed(f"attack {attack_id}", attack.perturb, attacked, x, target,
+                                    self.attack_context(attack_id, ids)).detach()
+                self.cache.put_tensors("inputs", key, {"x": x_att})
+            if any(k[1] != tuple(ids) for k in self._inputs):  # units run batch by batch: keep one
+                self._inputs.clear()
+            self._inputs[memo] = x_att
+        return self._inputs[memo]
 
     # -- one unit ------------------------------------------------------------------------------
     def _timed(self, stage: str, fn, *args):
@@ -264,12 +289,11 @@ class Runner:
         attack = self.attacks[attack_id]
         attacked = self.attacked_model(attack_id)
         if isinstance(attacked, Exception):
-            reason = f"attack {attack_id!r} could not be prepared: {type(attacked).__name__}: {attacked}"
+            reason = f"attack {attack_id!r} could not be prepared: {attacked}"
             return {m: MetricResult.error(n, reason) for m in metric_ids}
         model = self.model.model
         try:
-            x_att = self._timed(f"attack {attack_id}", attack.perturb, model, x, target,
-                                self.attack_context(attack_id, ids)).detach()
+            x_att = self.attacked_inputs(attack_id, attacked, x, target, ids)
             with torch.no_grad():
                 logits_att = attacked(x_att)
             if not torch.isfinite(logits_att).all():

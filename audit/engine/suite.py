@@ -45,6 +45,21 @@ class ModelConfig(Strict):
     num_classes: int | None = Field(default=None, gt=0)
 
 
+class TrainDataConfig(Strict):
+    """``data.train``: the images plugins that train (``needs_training_data``) learn from.
+
+    Never the audited images: a ``folder:`` source must not be the audited folder, and a
+    builtin source must use another split. ``n`` absent: every image of the source; how many
+    the plugin draws (steps x batch size) is the plugin's parameter.
+    """
+
+    source: str
+    split: str = "train"
+    n: int | None = Field(default=None, gt=0)
+    labels: dict[str, int] | None = None
+    max_corrupt: int = Field(default=0, ge=0)
+
+
 class DataConfig(Strict):
     source: str
     split: str = "test"
@@ -52,6 +67,16 @@ class DataConfig(Strict):
     batch_size: int = Field(default=32, gt=0)
     labels: dict[str, int] | None = None
     max_corrupt: int = Field(default=0, ge=0)
+    train: TrainDataConfig | None = None
+
+    def training(self) -> TrainDataConfig | None:
+        """``train:`` as given, else the default (builtin sources: same source, split ``train``),
+        else None (a ``folder:`` source has no default)."""
+        if self.train is not None:
+            return self.train
+        if self.source.startswith("builtin:"):
+            return TrainDataConfig(source=self.source, split="train")
+        return None
 
 
 class PluginItem(Strict):
@@ -186,6 +211,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     if not problems:  # a misspelt plugin would also orphan every gate naming it: report it once
         problems.extend(_check_gates(suite, lines))
     problems.extend(_check_sources(loaded, lines))
+    if not problems:
+        problems.extend(_check_training(loaded, lines))
     if problems:
         raise SuiteError([f"{shown}:{line}: {msg}" for line, msg in sorted(problems)])
     return loaded
@@ -269,4 +296,46 @@ def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
     if not data_problems and loaded.suite.target == "label" and not has_single_labels(loaded.suite.data):
         problems.append((line_of(lines, ("target",)), f"target: {loaded.suite.data.source} images hold two "
                                                       "classes and carry no label; use target: predicted"))
+    return problems
+
+
+def training_plugins(suite: Suite) -> list[tuple[str, int, str]]:
+    """(section, index, plugin) of every listed plugin that declares ``needs_training_data``."""
+    from audit.attacks.base import ATTACKS
+    from audit.explainers.base import EXPLAINERS
+    from audit.metrics.base import METRICS
+
+    found = []
+    for section, registry in (("explainers", EXPLAINERS), ("attacks", ATTACKS), ("metrics", METRICS)):
+        for index, item in enumerate(getattr(suite, section)):
+            if item.plugin in registry and registry.get(item.plugin).needs_training_data:
+                found.append((section, index, item.plugin))
+    return found
+
+
+def _check_training(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
+    """Training data: present where a plugin trains, valid, and never the audited images."""
+    from audit.data.sources import check_data_config, same_images
+
+    data = loaded.suite.data
+    trainers = training_plugins(loaded.suite)
+    train = data.training()
+    problems = []
+    if train is None:
+        for section, index, plugin in trainers:
+            problems.append((line_of(lines, (section, index, plugin)),
+                             f"{section}: {plugin} trains and a {data.source.partition(':')[0]}: source has "
+                             "no default training data; add data.train: {source: folder:PATH} (images "
+                             "that are not audited)"))
+        return problems
+    if not trainers:
+        return problems
+    where = ("data", "train") if data.train is not None else ("data",)
+    train_problems = check_data_config(train, loaded.resolve)
+    for key, msg in train_problems:
+        problems.append((line_of(lines, where + (key,)), f"data.train.{key}: {msg}"))
+    if not train_problems and same_images(data, train, loaded.resolve):
+        problems.append((line_of(lines, where + ("source",)),
+                         "data.train: the training images are the audited images; train on another "
+                         "folder or split (an attack must never learn the images it is audited on)"))
     return problems

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from audit.models.spec import InputSpec
 from audit.registry import Plugin, Registry
 from audit.seeding import generator
+from audit.spec import InputSpec
 
 
 @dataclass(frozen=True)

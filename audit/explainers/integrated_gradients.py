@@ -9,8 +9,8 @@ from pydantic import Field
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
-from audit.explainers.fills import fill
 from audit.explainers.saliency import SaliencyParams, _Output
+from audit.fills import fill
 from audit.models.inference import forward_chunk
 
 

@@ -1,7 +1,7 @@
 """Multi-Color RISE (Hatakeyama et al., ACCV 2020): occlusions filled from a palette of colours.
 
 Each grid cell is kept with probability p or filled with one palette colour chosen uniformly
-(:func:`audit.explainers.rise_masks.generate_palette_masks`). For every pixel and colour k,
+(:func:`audit.rise_masks.generate_palette_masks`). For every pixel and colour k,
 with f_i the target's softmax probability on masked image i, M_i the keep weight and O_ik the
 weight of colour k:
 
@@ -23,9 +23,9 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
 from audit.explainers.rise import MaskedScores, chunks, class_probability, mask_stream
-from audit.explainers.rise_masks import generate_palette_masks
 from audit.models.inference import model_device
 from audit.registry import Params
+from audit.rise_masks import generate_palette_masks
 
 Colour = tuple[float, float, float]
 DEFAULT_PALETTE: tuple[Colour, ...] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0),

@@ -1,6 +1,6 @@
 """RISE (Petsiuk et al., BMVC 2018): saliency from randomly masked copies of the image.
 
-Own implementation (METHODS §1). Masks come from :func:`audit.explainers.rise_masks.generate_masks`
+Own implementation (METHODS §1). Masks come from :func:`audit.rise_masks.generate_masks`
 in chunks of at least ``MASK_CHUNK`` on the model's device; the masked images go through the
 model's inference copy (BatchNorm folded, channels-last) in forward calls of ``batch_size``
 images (default: the device's, see :mod:`audit.models.inference`); each chunk is used for every image of the
@@ -20,20 +20,20 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
-from audit.explainers.fills import FillName, fill
 from audit.explainers.rise_cv import ControlVariate
-from audit.explainers.rise_masks import generate_masks
+from audit.fills import FillName, fill
 from audit.models.inference import forward_chunk, inference_model, model_device
-from audit.models.spec import InputSpec
 from audit.registry import Params
+from audit.rise_masks import generate_masks
 from audit.seeding import generator
+from audit.spec import InputSpec
 
 
 class RiseParams(Params):
     n_masks: int = Field(2000, ge=1, description="number of random masks N")
     grid: int = Field(8, ge=1, description="grid size s (cells per side)")
     p: float = Field(0.5, gt=0.0, le=1.0, description="probability that a cell is kept")
-    fill: FillName = Field("zero", description="what occluded pixels become (audit.explainers.fills)")
+    fill: FillName = Field("zero", description="what occluded pixels become (audit.fills)")
     normalize: Literal["mask_sum", "expectation"] = Field(
         "mask_sum", description="divide by each pixel's total mask weight, or by N p (the paper)")
     batch_size: int | None = Field(None, ge=1, description="masked images per forward pass; default 32 "

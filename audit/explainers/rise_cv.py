@@ -23,7 +23,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from audit.explainers.rise_masks import _interpolation_rows
+from audit.rise_masks import _interpolation_rows
 
 
 def features(masks: torch.Tensor, grid: int) -> torch.Tensor:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from audit.explainers.fills import fill
-from audit.models.spec import InputSpec
+from audit.fills import fill
 from audit.seeding import generator
+from audit.spec import InputSpec
 
 
 def compose(per_image: int, removed: Callable[[int, int, int], torch.Tensor],

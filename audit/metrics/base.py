@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from audit.models.spec import InputSpec
 from audit.registry import Plugin, Registry
+from audit.spec import InputSpec
 
 Compares = Literal["maps", "map_model", "map_truth", "model"]
 STATUSES = ("ok", "degenerate", "skipped", "error")

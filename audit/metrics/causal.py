@@ -23,8 +23,8 @@ from audit.metrics._perturb import (
 )
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.models.inference import target_probs
-from audit.models.spec import InputSpec
 from audit.registry import Params
+from audit.spec import InputSpec
 
 
 def causal_curve(model, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, spec: InputSpec, *,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from audit.errors import UserError
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 IMAGENET = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 SCHEMES = ("builtin", "torchvision", "import", "torchscript")
@@ -36,7 +36,7 @@ class LoadedModel:
 
 def _builtin_models() -> dict[str, Callable[[], tuple[nn.Module, InputSpec]]]:
     def shapes_resnet():
-        from audit.models.shapes_resnet import INPUT_SPEC, load_reference
+        from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
 
         return load_reference(), INPUT_SPEC
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from audit.engine.plan import Cell
+from audit.records import Cell
 from audit.seeding import derive_seed
 
 COLUMNS = ("attack", "explainer", "metric", "n", "mean", "ci_low", "ci_high", "higher_is_better",

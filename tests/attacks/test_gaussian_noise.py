@@ -1,7 +1,7 @@
 import torch
 
 from audit.attacks.base import ATTACKS, AttackContext
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 SPEC = InputSpec(8, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

@@ -3,7 +3,7 @@ import torch
 
 from audit.data.sources import FolderData
 from audit.errors import UserError
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 from tests.engine.test_user_inputs import make_folder
 
 SPEC = InputSpec(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

@@ -2,7 +2,7 @@
 
 import torch
 
-from audit.data import pairs
+from audit.builtin import pairs
 from audit.engine.cache import Cache
 from audit.engine.runner import Runner
 from audit.engine.suite import load_suite

@@ -5,9 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
+from audit.builtin.shapes_resnet import ShapesResNet
 from audit.explainers._graph import find_target_layer
 from audit.explainers.base import EXPLAINERS, ExplainContext
-from audit.models.shapes_resnet import ShapesResNet
 from audit.testing import FLOAT32_RTOL, TINY_SPEC, tiny_inputs, tiny_model
 
 SIZE = TINY_SPEC.size

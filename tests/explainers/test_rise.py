@@ -7,8 +7,8 @@ from torch import nn
 from audit.explainers.base import EXPLAINERS, ExplainContext
 from audit.explainers.mc_rise import McRiseParams, mc_rise_maps
 from audit.explainers.rise import RiseParams, mask_stream, rise_maps
-from audit.explainers.rise_masks import generate_masks, generate_palette_masks
 from audit.maps import is_degenerate
+from audit.rise_masks import generate_masks, generate_palette_masks
 from audit.testing import TINY_SPEC, tiny_inputs, tiny_model
 
 SIZE = TINY_SPEC.size

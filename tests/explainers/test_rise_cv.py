@@ -8,9 +8,9 @@ from torch import nn
 
 from audit.explainers.rise import RiseParams, rise_maps
 from audit.explainers.rise_cv import features, mask_moments
-from audit.explainers.rise_masks import generate_masks
 from audit.maps import is_degenerate
-from audit.models.spec import InputSpec
+from audit.rise_masks import generate_masks
+from audit.spec import InputSpec
 
 SPEC = InputSpec(size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # normalised == pixels
 

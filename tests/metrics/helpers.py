@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from audit.metrics.base import MetricInputs
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 SPEC = InputSpec(size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

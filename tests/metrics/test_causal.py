@@ -1,6 +1,6 @@
 import torch
 
-from audit.explainers.fills import gaussian_blur
+from audit.fills import gaussian_blur
 from audit.metrics.base import METRICS
 from audit.metrics.causal import causal_curve, curve_auc
 from audit.testing import FLOAT32_RTOL, PROB_ATOL

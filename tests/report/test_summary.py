@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from audit.engine.gates import evaluate_gates
-from audit.engine.plan import Cell
 from audit.engine.suite import Gate
+from audit.records import Cell
 from audit.report.summary import bootstrap_ci, summarize
 
 

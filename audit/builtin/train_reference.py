@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from audit.data import shapes
-from audit.explainers.fills import FILLS, fill
-from audit.explainers.rise_masks import generate_masks
-from audit.models.shapes_resnet import INPUT_SPEC, ShapesResNet
+from audit.builtin import shapes
+from audit.builtin.shapes_resnet import INPUT_SPEC, ShapesResNet
+from audit.fills import FILLS, fill
+from audit.rise_masks import generate_masks
 from audit.seeding import derive_seed, generator
 
 

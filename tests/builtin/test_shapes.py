@@ -1,6 +1,6 @@
 import torch
 
-from audit.data import shapes
+from audit.builtin import shapes
 
 
 def test_known_classes_and_balance():

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from audit.data import shapes
-from audit.models.spec import InputSpec
+from audit.builtin import shapes
+from audit.spec import InputSpec
 
 WEIGHTS_FILE = "shapes_resnet.pt"
 INPUT_SPEC = InputSpec(size=shapes.IMAGE_SIZE, mean=shapes.MEAN, std=shapes.STD)
@@ -45,7 +45,7 @@ class ShapesResNet(nn.Module):
 
 
 def weights_path():
-    return resources.files("audit.models.weights").joinpath(WEIGHTS_FILE)
+    return resources.files("audit.builtin.weights").joinpath(WEIGHTS_FILE)
 
 
 def load_reference(pretrained: bool = True) -> ShapesResNet:

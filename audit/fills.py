@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from audit.models.spec import InputSpec
+from audit.spec import InputSpec
 
 FillName = Literal["zero", "black", "mean", "blur", "noise", "random_color"]
 FILLS: tuple[str, ...] = ("zero", "black", "mean", "blur", "noise", "random_color")

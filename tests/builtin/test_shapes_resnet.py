@@ -1,8 +1,8 @@
 import torch
 from torchvision.models.resnet import BasicBlock
 
-from audit.models.shapes_resnet import ShapesResNet, load_reference, weights_path
-from audit.models.train_reference import evaluate
+from audit.builtin.shapes_resnet import ShapesResNet, load_reference, weights_path
+from audit.builtin.train_reference import evaluate
 
 
 def test_architecture_is_residual_with_batchnorm():

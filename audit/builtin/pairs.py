@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from audit.data import shapes
+from audit.builtin import shapes
 from audit.seeding import generator
 
 RADIUS = (9.0, 12.0)  # pixels at 64×64, scaled with the image size

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from audit.models.shapes_resnet import INPUT_SPEC
-from audit.models.train_reference import Recipe, augment, evaluate, occlude, train
+from audit.builtin.shapes_resnet import INPUT_SPEC
+from audit.builtin.train_reference import Recipe, augment, evaluate, occlude, train
 from audit.seeding import generator
 
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from audit.data import pairs, shapes
+from audit.builtin import pairs, shapes
+from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
 from audit.data.sources import PairsData
-from audit.models.shapes_resnet import INPUT_SPEC, load_reference
 
 
 def test_two_distinct_balanced_classes_and_stable_samples():
