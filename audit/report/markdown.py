@@ -53,9 +53,9 @@ def _randomisation_section(result, suite: dict) -> list[str]:
     of = "|maps|" if absolute else "the signed maps (METHODS §6 asks for |maps|: add spearman with abs: true)"
     lines = ["", "## Randomisation check", "",
              f"Spearman of {of} between each explainer's map on the original model and on the model with "
-             f"its top layers re-initialised. A map has moved when the whole 95 % interval lies at or below "
-             f"{RANDOMISATION_MOVED_MAX}; with the mean above it the map has not moved, so it does not explain what those "
-             "layers learned.", "",
+             f"its top layers re-initialised. A map has moved when the whole 95 % interval lies at or "
+             f"below {RANDOMISATION_MOVED_MAX}; with the mean above it the map has not moved, so it does "
+             "not explain what those layers learned.", "",
              "| attack | explainer | metric | mean Spearman | 95 % CI | verdict |", "|---|---|---|---:|---|---|"]
     verdicts = []
     for row in rows:
