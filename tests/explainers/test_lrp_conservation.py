@@ -64,11 +64,12 @@ def test_conservation_band_and_switch():
 def test_engine_refuses_rejected_maps_with_the_reason(tmp_path, monkeypatch):
     from audit.engine.run import run_suite
     from audit.engine.suite import load_suite
-    from audit.explainers.lrp import Lrp
+    from audit.explainers.saliency import Saliency
 
+    # the engine's side of the check, with a quick explainer whose check rejects image 1
     suite = tmp_path / "suite.yaml"
     suite.write_text("name: t\nseed: 0\ndevice: cpu\nmodel: {source: builtin:shapes-resnet}\n"
-                     "data: {source: builtin:shapes, n: 3, batch_size: 3}\nexplainers: [lrp]\n"
+                     "data: {source: builtin:shapes, n: 3, batch_size: 3}\nexplainers: [saliency]\n"
                      "attacks: [none, {gaussian_noise: {sigma: 0.05}}]\nmetrics: [spearman, pointing_game]\n")
     calls = []
 
@@ -76,13 +77,13 @@ def test_engine_refuses_rejected_maps_with_the_reason(tmp_path, monkeypatch):
         calls.append(maps.shape[0])
         return [None, "relevance not conserved: test", None]
 
-    monkeypatch.setattr(Lrp, "map_problems", reject_second)
+    monkeypatch.setattr(Saliency, "map_problems", reject_second)
     result = run_suite(load_suite(suite), tmp_path / "out", cache_dir=None)
     assert calls  # the engine asked the explainer about its maps
     by_sample = {}
     for r in result.records:
         by_sample.setdefault(r["sample"], set()).add((r["status"], r.get("reason")))
-    assert by_sample[1] == {("skipped", "lrp clean map rejected: relevance not conserved: test")}
+    assert by_sample[1] == {("skipped", "saliency clean map rejected: relevance not conserved: test")}
     assert all(status in ("ok", "degenerate") for s in (0, 2) for status, _ in by_sample[s])
     assert all(row["n"] == 2 and row["skipped"] == 1 for row in result.summary)
-    assert "lrp clean map rejected" in (tmp_path / "out" / "report.md").read_text()
+    assert "saliency clean map rejected" in (tmp_path / "out" / "report.md").read_text()
