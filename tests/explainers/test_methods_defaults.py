@@ -43,7 +43,11 @@ def test_smoothgrad_draws_25_copies_with_sigma_015_of_the_range():
     assert (params.n_samples, params.noise_level) == (25, 0.15)  # PAIR defaults, METHODS §2
     x = images()
     model = Recording(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
-    EXPLAINERS.create("smoothgrad")(model, x, torch.tensor([0, 0]), ExplainContext(SPEC, seed=3))
+    maps = EXPLAINERS.create("smoothgrad")(model, x, torch.tensor([0, 0]), ExplainContext(SPEC, seed=3))
+    # the logit is linear, so every noisy copy has the gradient w: the map is Σ_c |w| (SimpleGrad
+    # reduces |·| over channels, METHODS §2), the same for both images
+    expected = model.inner.weight.abs().sum(dim=1).expand(2, 16, 16)
+    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-6)
     seen = torch.cat(model.seen)
     assert seen.shape[0] == 2 * 25
     for b in range(2):

@@ -4,7 +4,7 @@ import pytest
 from audit.engine.gates import evaluate_gates
 from audit.engine.plan import Cell
 from audit.engine.suite import Gate
-from audit.report.summary import CONFIDENCE, binomial_ci, bootstrap_ci, summarize
+from audit.report.summary import COLUMNS, CONFIDENCE, binomial_ci, bootstrap_ci, summarize
 
 
 def records(values, statuses=None, cell=("a", "e", "m")):
@@ -71,6 +71,12 @@ def test_summary_counts_only_valued_records():
     assert error_row["status"] == "error" and error_row["mean"] is None
     skipped = summarize(records([None], ["skipped"]), [Cell("a", "e", "m")], {"m": False}, 0)[0]
     assert skipped["status"] == "skipped" and skipped["higher_is_better"] is False
+    # a planned cell without any record still gets its row, in plan order, with every column
+    rows = summarize(recs, [Cell("x", "e", "m"), Cell("a", "e", "m")], {"m": True}, 0)
+    assert set(rows[0]) == set(COLUMNS) and set(rows[1]) == set(COLUMNS)
+    assert (rows[0]["attack"], rows[0]["explainer"], rows[0]["metric"]) == ("x", "e", "m")
+    assert rows[0]["n"] == 0 and rows[0]["status"] == "skipped" and rows[0]["mean"] is None
+    assert rows[1]["attack"] == "a" and rows[1]["n"] == 3
 
 
 def test_interval_gates_compare_the_far_end_of_the_interval():
