@@ -46,6 +46,8 @@ def run(
 
     try:
         loaded = load_suite(suite)
+        for line in loaded.warnings:
+            typer.echo(line, err=True)
         target = out if out is not None else Path("reports") / loaded.suite.name
         cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
         result = run_suite(loaded, target, Progress(quiet=quiet), cache_dir=cache_dir, workers=workers,
@@ -76,6 +78,8 @@ def validate(suite: Path = typer.Argument(..., help="the suite YAML file")) -> N
     except UserError as exc:
         _fail(exc)
         return
+    for line in loaded.warnings:
+        typer.echo(line, err=True)
     typer.echo(f"{suite}: ok ({len(plan_cells(loaded.suite))} cells, {len(loaded.suite.gates)} gates)")
 
 

@@ -55,10 +55,10 @@ def test_smoke_suite_end_to_end(tmp_path, explain_audit, cli_env):
 
 @pytest.mark.slow
 def test_failed_gate_exits_1(tmp_path, explain_audit, cli_env):
-    path = suite_file(tmp_path, **{"min: 0.99}": "max: 0.5}"})
+    path = suite_file(tmp_path, **{"spearman, min: 0.3}": "spearman, max: 0.1}"})
     proc = run_cli(explain_audit, cli_env, "run", str(path), "--out", str(tmp_path / "o"), "-q")
     assert proc.returncode == 1, proc.stderr
-    assert "gate FAIL: spearman [attack none, explainer saliency]" in proc.stdout
+    assert "gate FAIL: spearman [attack gaussian_noise, explainer saliency]" in proc.stdout
 
 
 def test_validate_reports_line_and_suggestion(tmp_path, explain_audit, cli_env):

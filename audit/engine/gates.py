@@ -1,4 +1,4 @@
-"""Gates: bounds on summary means that decide the exit code (CI pipelines gate on it)."""
+"""Gates: bounds on summary rows that decide the exit code (CI pipelines gate on it)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ class GateResult:
     @property
     def label(self) -> str:
         bounds = []
+        subject = "95 % interval " if self.gate.check == "interval" else ""
         if self.gate.min is not None:
-            bounds.append(f">= {self.gate.min:g}")
+            bounds.append(f"{subject}>= {self.gate.min:g}")
         if self.gate.max is not None:
-            bounds.append(f"<= {self.gate.max:g}")
+            bounds.append(f"{subject}<= {self.gate.max:g}")
         return (f"{self.gate.metric} [attack {self.gate.attack}, explainer {self.gate.explainer}] "
                 f"{' and '.join(bounds)}")
 
@@ -29,11 +30,29 @@ def _matches(pattern: str, value: str) -> bool:
     return pattern == "*" or pattern == value
 
 
-def evaluate_gates(gates: list[Gate], summary: list[dict]) -> list[GateResult]:
-    """A gate passes when every summary row it matches has a mean within its bounds.
+def _check(gate: Gate, row: dict) -> tuple[bool, str]:
+    """(passed, what was compared, for the message)."""
+    if row["mean"] is None:
+        return False, "no value"
+    if gate.check == "mean":
+        low = high = row["mean"]
+        shown = f"{row['mean']:.4g}"
+    else:
+        low, high = row.get("ci_low"), row.get("ci_high")
+        if low is None or high is None:
+            return False, f"{row['mean']:.4g} with no interval (every value equal)"
+        shown = f"{row['mean']:.4g} [{low:.4g}, {high:.4g}]"
+    ok = (gate.min is None or low >= gate.min) and (gate.max is None or high <= gate.max)
+    return ok, shown
 
-    A matching row without a value (all images skipped or errored) fails the gate: an audit
-    cannot vouch for what it did not measure. A gate that matches no row fails too.
+
+def evaluate_gates(gates: list[Gate], summary: list[dict]) -> list[GateResult]:
+    """A gate passes when every summary row it matches is within its bounds.
+
+    ``check: mean`` compares the mean; ``check: interval`` compares the interval's far end (``ci_low``
+    for ``min``, ``ci_high`` for ``max``), and a row without an interval fails it. A matching row
+    without a value (all images skipped or errored) fails the gate: an audit cannot vouch for
+    what it did not measure. A gate that matches no row fails too.
     """
     results = []
     for gate in gates:
@@ -41,12 +60,9 @@ def evaluate_gates(gates: list[Gate], summary: list[dict]) -> list[GateResult]:
                 and _matches(gate.explainer, r["explainer"])]
         checked, failures = [], []
         for row in rows:
-            mean = row["mean"]
-            ok = mean is not None and (gate.min is None or mean >= gate.min) and (
-                gate.max is None or mean <= gate.max)
+            ok, shown = _check(gate, row)
             checked.append({**row, "passed": ok})
             if not ok:
-                shown = "no value" if mean is None else f"{mean:.4g}"
                 failures.append(f"{row['attack']}/{row['explainer']}: {shown}")
         if not rows:
             results.append(GateResult(gate, False, [], "matches no summary row"))

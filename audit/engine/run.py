@@ -80,7 +80,8 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
 
     started = time.perf_counter()
     higher = {m.id: METRICS.get(m.plugin).higher_is_better for m in loaded.suite.metrics}
-    summary = summarize(records, plan_cells(loaded.suite), higher, loaded.suite.seed)
+    binary = {m.id: METRICS.get(m.plugin).binary for m in loaded.suite.metrics}
+    summary = summarize(records, plan_cells(loaded.suite), higher, loaded.suite.seed, binary)
     gates = evaluate_gates(loaded.suite.gates, summary)
     runner.timings["summarize"] = time.perf_counter() - started
     errors = any(r["status"] == "error" for r in records)

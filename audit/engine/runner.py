@@ -319,6 +319,15 @@ class Runner:
                 reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
 
+        # images whose map the explainer's own check rejects (e.g. LRP conservation) are not scored
+        refused: list[str | None] = [None] * n
+        if group != NO_EXPLAINER:
+            for role, maps in (("clean", map_clean), ("attacked", map_att), ("swapped class's", map_swap)):
+                if maps is not None:
+                    found = self.explainers[group].map_problems(maps)
+                    refused = [r or (f and f"{group} {role} map rejected: {f}") for r, f in zip(refused, found,
+                                                                                             strict=True)]
+
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         for metric_id in metric_ids:
@@ -327,7 +336,8 @@ class Runner:
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
                 seed=seed, sample_ids=tuple(ids), device=self.device)
-            results[metric_id] = self._compute(metric_id, inputs)
+            result = self._compute(metric_id, inputs)
+            results[metric_id] = result.refuse(refused) if any(refused) else result
         return results
 
 

@@ -9,7 +9,7 @@ do not exist.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,11 +116,17 @@ class PluginItem(Strict):
 
 
 class Gate(Strict):
+    """Bounds on matching summary rows. ``check: mean`` (default) bounds the mean; ``check:
+    interval`` asks the whole 95 % interval to lie within the bounds (``min`` is checked against
+    ``ci_low``, ``max`` against ``ci_high``): the gate passes only when the data rule out the
+    other side. (Not ``on:``, which YAML 1.1 reads as the boolean true.)"""
+
     metric: str
     attack: str = "*"
     explainer: str = "*"
     min: float | None = None
     max: float | None = None
+    check: Literal["mean", "interval"] = "mean"
 
     @model_validator(mode="after")
     def _bounds(self) -> Gate:
@@ -148,6 +154,8 @@ class Suite(Strict):
 class LoadedSuite:
     suite: Suite
     path: Path
+    # ``SUITE:LINE: warning: ...`` lines: the suite runs, but part of it cannot say anything
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -215,6 +223,7 @@ def load_suite(path: str | Path) -> LoadedSuite:
         problems.extend(_check_training(loaded, lines))
     if problems:
         raise SuiteError([f"{shown}:{line}: {msg}" for line, msg in sorted(problems)])
+    loaded.warnings = [f"{shown}:{line}: warning: {msg}" for line, msg in sorted(_gate_warnings(suite, lines))]
     return loaded
 
 
@@ -281,6 +290,31 @@ def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:
             if per_explainer and not suite.explainers:
                 bad("metric", f"metric {gate.metric!r} needs an explainer and the suite lists none")
     return problems
+
+
+def _gate_warnings(suite: Suite, lines) -> list[tuple[int, str]]:
+    """Gates that hold by construction: a clean-vs-attacked map comparison where every attack
+    the gate matches is the identity (its attacked map is the clean map)."""
+    from audit.attacks.base import ATTACKS
+    from audit.metrics.base import METRICS
+
+    kinds = {a.id: ATTACKS.get(a.plugin).kind for a in suite.attacks}
+    metrics = {m.id: m for m in suite.metrics}
+    warnings = []
+    for index, gate in enumerate(suite.gates):
+        matched = [a for a in kinds if gate.attack in ("*", a)]
+        item = metrics[gate.metric]
+        if not matched or any(kinds[a] != "identity" for a in matched):
+            continue
+        if not METRICS.create(item.plugin, item.params).compares_clean_to_attacked():
+            continue
+        attacks = ", ".join(repr(a) for a in matched)
+        warnings.append((line_of(lines, ("gates", index, "attack")),
+                         f"gates[{index}]: metric {gate.metric!r} compares the clean map with the attacked "
+                         f"one, and attack {attacks} is the identity (its map is the clean map): the gate "
+                         "holds by construction and cannot fail; gate this metric under an attack that "
+                         "changes the input or the model"))
+    return warnings
 
 
 def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:

@@ -59,6 +59,15 @@ class Explainer(Plugin):
         """Maps (B, H, W) float for images ``x`` (B, C, H, W) and classes ``target`` (B,)."""
         raise NotImplementedError
 
+    def map_problems(self, maps: torch.Tensor) -> list[str | None]:
+        """Per image of ``maps`` (B, H, W), why the map must not be scored, or None.
+
+        A check the method's own theory provides (e.g. LRP's relevance conservation). The engine
+        refuses to score a flagged image (status ``skipped`` with this reason) in every metric
+        that reads the map. A pure function of the maps, so a cached map gets the same verdict.
+        """
+        return [None] * int(maps.shape[0])
+
     def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            create_graph: bool = True) -> torch.Tensor:
         """Maps (B, H, W) that keep their autograd graph to ``model``'s parameters (and ``x``).

@@ -13,6 +13,7 @@ class Accuracy(Metric):
 
     higher_is_better = True
     compares = "model"
+    binary = True
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         known = inputs.labels >= 0
@@ -33,6 +34,7 @@ class Agreement(Metric):
 
     higher_is_better = True
     compares = "model"
+    binary = True
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         return MetricResult.from_values((inputs.predicted_attacked == inputs.predicted).to(torch.float64))

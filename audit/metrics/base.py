@@ -77,12 +77,26 @@ class MetricResult:
     def error(cls, n: int, reason: str) -> MetricResult:
         return cls(torch.full((n,), float("nan"), dtype=torch.float64), ["error"] * n, [reason] * n)
 
+    def refuse(self, reasons: list[str | None], status: str = "skipped") -> MetricResult:
+        """A copy where every scored image (ok or degenerate) that has a reason becomes ``status``
+        with a NaN value and that reason; images already skipped or errored keep their own."""
+        values = self.values.clone()
+        statuses, out_reasons = list(self.status), list(self.reasons)
+        for i, reason in enumerate(reasons):
+            if reason is not None and statuses[i] in ("ok", "degenerate"):
+                values[i] = float("nan")
+                statuses[i], out_reasons[i] = status, reason
+        return MetricResult(values, statuses, out_reasons)
+
 
 class Metric(Plugin):
     """Base class. Subclasses implement :meth:`compute` and declare direction and inputs."""
 
     higher_is_better: ClassVar[bool] = True
     compares: ClassVar[Compares] = "maps"
+    # per-image values are 0 or 1 (a hit, a success): the summary gives the mean an exact
+    # binomial (Clopper–Pearson) interval instead of a bootstrap, which collapses on 0/1 data
+    binary: ClassVar[bool] = False
 
     @classmethod
     def per_explainer(cls) -> bool:
@@ -90,11 +104,21 @@ class Metric(Plugin):
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
-        return {"higher_is_better": cls.higher_is_better, "compares": cls.compares}
+        return {"higher_is_better": cls.higher_is_better, "compares": cls.compares, "binary": cls.binary}
 
     def needs_swap_map(self) -> bool:
         """Whether :meth:`compute` reads ``map_swap`` (costs one more explanation per batch)."""
         return False
+
+    def compares_clean_to_attacked(self) -> bool:
+        """Whether the value is a comparison of the clean map with the attacked setting's map.
+
+        Under the identity attack (``none``) the attacked map *is* the clean map, so such a value
+        is fixed by construction (Spearman 1, shift 0) and a gate on it cannot fail; ``validate``
+        warns. A metric that compares with another map (the swapped class's, ``map_swap``) is
+        not such a comparison.
+        """
+        return self.compares == "maps" and not self.needs_swap_map()
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
         raise NotImplementedError

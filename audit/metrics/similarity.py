@@ -8,7 +8,7 @@ from pydantic import Field
 from audit.maps import is_degenerate, minmax_normalize
 from audit.metrics._perturb import descending_rank
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
-from audit.registry import Params
+from audit.metrics.spearman import RankParams, maps_to_rank
 
 
 def resolve_k(k: float, n_pixels: int) -> int:
@@ -56,18 +56,18 @@ def com_displacement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class TopKIntersection(Metric):
     """Top-k intersection |topk(clean) ∩ topk(attacked)| / k (1 = same most salient pixels).
 
-    Raw maps are compared (ranking only). Rank similarity with a degenerate map is 0 and the
-    image is counted ``degenerate`` (METHODS §0).
+    Raw maps are compared (ranking only), or |maps| with ``abs: true`` (see ``spearman``). Rank
+    similarity with a degenerate map is 0 and the image is counted ``degenerate`` (METHODS §0).
     """
 
     higher_is_better = True
     compares = "maps"
 
-    class Params(Params):
+    class Params(RankParams):
         k: float = Field(0.1, gt=0, description="k < 1: fraction of pixels; k >= 1: pixel count")
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
-        clean, attacked = inputs.map, inputs.map_attacked
+        clean, attacked = maps_to_rank(inputs, self.params.abs)
         k = resolve_k(self.params.k, clean[0].numel())
         shared = (topk_mask(clean, k) & topk_mask(attacked, k)).sum(dim=1).to(torch.float64) / k
         degenerate = is_degenerate(clean) | is_degenerate(attacked)

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from audit.maps import is_degenerate
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.registry import Params
+
+
+class RankParams(Params):
+    abs: bool = Field(False, description="rank |maps| instead of the signed maps (the randomisation "
+                                         "check, METHODS §6: a sign flip is not a change of what the "
+                                         "map attributes)")
+
+
+def maps_to_rank(inputs: MetricInputs, absolute: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean and attacked maps as ranked: raw, or their absolute values with ``absolute``."""
+    clean, attacked = inputs.map, inputs.map_attacked
+    return (clean.abs(), attacked.abs()) if absolute else (clean, attacked)
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -36,14 +50,21 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @METRICS.register("spearman")
 class Spearman(Metric):
-    """Spearman rank correlation of the clean and attacked maps (1 = same ranking)."""
+    """Spearman rank correlation of the clean and attacked maps (1 = same ranking), in [-1, 1].
 
+    ``abs: true`` ranks |maps|: Adebayo et al.'s randomisation check (METHODS §6) asks whether
+    the map's *magnitudes* still sit where they did; on signed maps (IG, LRP) a randomised model
+    that flips signs reads as anti-correlated and passes a Spearman bound it should fail.
+    """
+
+    Params = RankParams
     higher_is_better = True
     compares = "maps"
 
     def compute(self, inputs: MetricInputs) -> MetricResult:
+        clean, attacked = maps_to_rank(inputs, self.params.abs)
         # METHODS §0: a rank similarity with a degenerate map is 0 and the image is counted.
-        degenerate = is_degenerate(inputs.map) | is_degenerate(inputs.map_attacked)
-        values = spearman(inputs.map, inputs.map_attacked)
+        degenerate = is_degenerate(clean) | is_degenerate(attacked)
+        values = spearman(clean, attacked)
         values = torch.where(degenerate.to(values.device), torch.zeros_like(values), values)
         return MetricResult.from_values(values, degenerate)

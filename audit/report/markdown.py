@@ -20,35 +20,54 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-# Above this mean Spearman between the clean map and the map of the randomised model, the map
-# has not moved: the explainer does not depend on the re-initialised layers (Adebayo et al. 2018).
+# Above this Spearman between the clean map and the map of the randomised model, the map has not
+# moved: the explainer does not depend on the re-initialised layers (Adebayo et al. 2018).
 RANDOMISATION_MOVED_MAX = 0.5
 
 
+def _randomisation_verdict(row: dict) -> str:
+    """"moves" only when the interval's upper end is at or below the bound (the data rule out a
+    map that stayed); "does not move" when the mean is above it; in between the check is open."""
+    if row["mean"] is None:
+        return "no value"
+    high = row["ci_high"] if row.get("ci_high") is not None else row["mean"]
+    if high <= RANDOMISATION_MOVED_MAX:
+        return "moves"
+    if row["mean"] > RANDOMISATION_MOVED_MAX:
+        return "**does not move**"
+    return "not shown to move"
+
+
 def _randomisation_section(result, suite: dict) -> list[str]:
-    """Which explainers' maps move when the model's top layers are re-initialised."""
+    """Which explainers' maps move when the model's top layers are re-initialised.
+
+    METHODS §6 compares |maps|: a Spearman with ``abs: true`` is used when the suite has one.
+    """
     attacks = [a["id"] for a in suite["attacks"] if a["plugin"] == "model_randomization"]
-    rank_metrics = [m["id"] for m in suite["metrics"] if m["plugin"] == "spearman"]
+    spearmans = [m for m in suite["metrics"] if m["plugin"] == "spearman"]
+    absolute = [m["id"] for m in spearmans if (m.get("params") or {}).get("abs")]
+    rank_metrics = absolute or [m["id"] for m in spearmans]
     rows = [r for r in result.summary if r["attack"] in attacks and r["metric"] in rank_metrics]
     if not rows:
         return []
+    of = "|maps|" if absolute else "the signed maps (METHODS §6 asks for |maps|: add spearman with abs: true)"
     lines = ["", "## Randomisation check", "",
-             f"Mean Spearman between each explainer's map on the original model and on the model with "
-             f"its top layers re-initialised; above {RANDOMISATION_MOVED_MAX} the map has not moved, "
-             "so it does not explain what those layers learned.", "",
-             "| attack | explainer | mean Spearman | verdict |", "|---|---|---:|---|"]
+             f"Spearman of {of} between each explainer's map on the original model and on the model with "
+             f"its top layers re-initialised. A map has moved when the whole 95 % interval lies at or "
+             f"below {RANDOMISATION_MOVED_MAX}; with the mean above it the map has not moved, so it does "
+             "not explain what those layers learned.", "",
+             "| attack | explainer | metric | mean Spearman | 95 % CI | verdict |", "|---|---|---|---:|---|---|"]
+    verdicts = []
     for row in rows:
-        if row["mean"] is None:
-            verdict = "no value"
-        elif row["mean"] > RANDOMISATION_MOVED_MAX:
-            verdict = "**does not move**"
-        else:
-            verdict = "moves"
-        lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_fmt(row['mean'])} | {verdict} |")
-    valued = [r for r in rows if r["mean"] is not None]
-    still = [r["explainer"] for r in valued if r["mean"] > RANDOMISATION_MOVED_MAX]
+        verdict = _randomisation_verdict(row)
+        verdicts.append((row, verdict))
+        ci = "–" if row.get("ci_high") is None else f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_cell(row['metric'])} | "
+                     f"{_fmt(row['mean'])} | {ci} | {verdict} |")
+    valued = [r for r, v in verdicts if v != "no value"]
+    still = [r["explainer"] for r, v in verdicts if v != "moves" and v != "no value"]
     if still:
-        lines += ["", f"Explainers that do not move: {', '.join(still)}."]
+        lines += ["", f"Explainers not shown to move: {', '.join(still)}."]
     elif valued:
         lines += ["", "Every explainer's map moves." if len(valued) == len(rows)
                   else "Every explainer with a value moves; the others produced none."]
@@ -75,12 +94,18 @@ def render_markdown(result, manifest: dict) -> str:
                          f"{_cell(gate.message)} |")
         lines.append("")
     lines += ["## Summary", "",
-              "Mean over images with its 95 % bootstrap interval; ↑ higher is better, ↓ lower is better.",
+              "Mean over images with its 95 % interval: exact binomial (Clopper–Pearson) for metrics whose "
+              "per-image values are 0/1 (marked ᵇ), bootstrap otherwise; \"no spread\" where every value is "
+              "equal, which a bootstrap cannot turn into an interval. ↑ higher is better, ↓ lower is better.",
               "",
               "| attack | explainer | metric | n | mean | 95 % CI | dir | status | degenerate |",
               "|---|---|---|---:|---:|---|---|---|---:|"]
     for row in result.summary:
-        ci = "–" if row["ci_low"] is None else f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+        if row["ci_low"] is not None:
+            ci = f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+            ci += "ᵇ" if row.get("ci_method") == "clopper-pearson" else ""
+        else:
+            ci = "no spread" if row["n"] else "–"
         lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_cell(row['metric'])} | "
                      f"{row['n']} | {_fmt(row['mean'])} | {ci} | {'↑' if row['higher_is_better'] else '↓'} "
                      f"| {row['status']} | {row['degenerate']} |")

@@ -119,3 +119,42 @@ def test_gate_needs_a_bound_and_model_metrics_use_dash(tmp_path):
     assert any("min:, max: or both" in p for p in found)
     found = problems(tmp_path, BASE + "  - {metric: accuracy, explainer: saliency, min: 0.5}\n")
     assert any("does not depend on an explainer" in p for p in found)
+
+
+def test_gate_on_a_map_comparison_under_the_identity_attack_is_warned(tmp_path):
+    text = BASE + """\
+  - {attack: none, explainer: saliency, metric: spearman, min: 0.99}
+  - {attack: "*", explainer: saliency, metric: spearman, min: 0.2}
+  - {attack: none, explainer: "-", metric: accuracy, min: 0.9}
+"""
+    loaded = load_suite(write(tmp_path, text))  # a warning, not a problem: the suite loads
+    path = tmp_path / "suite.yaml"
+    # only the first new gate: the '*' one also matches gaussian_noise and can fail there, and
+    # accuracy is no map comparison
+    assert loaded.warnings == [
+        f"{path}:17: warning: gates[1]: metric 'spearman' compares the clean map with the attacked one, and "
+        "attack 'none' is the identity (its map is the clean map): the gate holds by construction and "
+        "cannot fail; gate this metric under an attack that changes the input or the model"]
+    only_identity = BASE.replace("attacks: [none, {gaussian_noise: {sigma: 0.1}}]", "attacks: [none]").replace(
+        "attack: gaussian_noise", 'attack: "*"') + "  - {metric: topk_intersection, min: 0.5}\n"
+    only_identity = only_identity.replace("metrics: [spearman, accuracy]", "metrics: [spearman, accuracy, "
+                                          "{fsr: {fooling: active}, id: fsr_active}, topk_intersection]")
+    only_identity += "  - {metric: fsr_active, max: 0.1}\n"
+    warned = load_suite(write(tmp_path, only_identity)).warnings
+    # '*' over identity attacks alone holds by construction too; FSR-active compares with the other
+    # class's map, which the identity does not fix
+    assert [w.split(": warning: ")[1].split(":")[0] for w in warned] == ["gates[0]", "gates[1]"]
+
+
+def test_validate_prints_the_warning_and_exits_0(tmp_path, explain_audit, cli_env):
+    import subprocess
+
+    path = write(tmp_path, BASE + "  - {attack: none, explainer: saliency, metric: spearman, min: 0.99}\n")
+    proc = subprocess.run([*explain_audit, "validate", str(path)], capture_output=True, text=True, env=cli_env,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"{path}:17: warning: gates[1]: metric 'spearman' compares the clean map with the attacked one, and "
+        "attack 'none' is the identity (its map is the clean map): the gate holds by construction and "
+        "cannot fail; gate this metric under an attack that changes the input or the model"]
+    assert "ok (" in proc.stdout

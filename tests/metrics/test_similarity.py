@@ -100,3 +100,25 @@ def test_com_shift_degenerate_counts_as_centred():
     centre = (H - 1) / 2
     assert result.status == ["degenerate"]
     assert result.values.item() == pytest.approx(math.sqrt((centre**2 + centre**2) / 2) / (H - 1))
+
+
+def test_abs_ranks_magnitudes_not_signs():
+    # a randomised model that flips the sign of a signed map (IG, LRP) moves nothing Adebayo et
+    # al. test: with abs the rank metrics read the map as unchanged, without it as anti-correlated
+    gen = torch.Generator().manual_seed(1)
+    clean = torch.randn(4, H, W, generator=gen)
+    flipped = -clean
+    assert run("spearman", clean, flipped).values.tolist() == pytest.approx([-1.0] * 4)
+    assert run("spearman", clean, flipped, abs=True).values.tolist() == pytest.approx([1.0] * 4)
+    theirs = [spearmanr(clean[i].abs().flatten(), (clean[i] * 0.5 + 0.1).abs().flatten()).statistic
+              for i in range(4)]
+    ours = run("spearman", clean, clean * 0.5 + 0.1, abs=True).values.numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert run("topk_intersection", clean, flipped, k=0.1, abs=True).values.tolist() == [1.0] * 4
+    raw = run("topk_intersection", clean, flipped, k=0.1).values
+    assert float(raw.max()) < 0.2  # the most positive pixels become the most negative
+    # a map whose magnitude is flat carries no ranking once signs are dropped
+    signs = torch.where(torch.rand(1, H, W, generator=gen) > 0.5, 1.0, -1.0)
+    result = run("spearman", clean[:1], signs, abs=True)
+    assert result.status == ["degenerate"] and result.values.tolist() == [0.0]
+    assert run("spearman", clean[:1], signs).status == ["ok"]
