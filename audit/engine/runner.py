@@ -295,6 +295,12 @@ class Runner:
                 reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
 
+        # Maps with NaN/inf are an explainer failure, not a flat map: the images of every metric
+        # that reads one become errors; the metrics see them zeroed, so other images are unharmed.
+        bad = {role: _nonfinite_reasons(group, role, m)
+               for role, m in (("attacked", map_att), ("clean", map_clean), ("swapped-class", map_swap))}
+        map_clean, map_att, map_swap = (None if m is None else torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+                                        for m in (map_clean, map_att, map_swap))
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         for metric_id in metric_ids:
@@ -302,9 +308,32 @@ class Runner:
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
-                seed=seed, sample_ids=tuple(ids), device=self.device)
-            results[metric_id] = self._compute(metric_id, inputs)
+                seed=seed, sample_ids=tuple(ids), device=self.device,
+                two_classes_per_image=not self.data.single_label)
+            results[metric_id] = _with_map_errors(self._compute(metric_id, inputs), self.metrics[metric_id], bad)
         return results
+
+
+def _nonfinite_reasons(explainer: str, role: str, maps: torch.Tensor | None) -> list[str | None]:
+    """Per image: why its ``role`` map cannot be scored (NaN/inf pixels), or None."""
+    if maps is None:
+        return []
+    n = maps[0].numel()
+    return [None if k == 0 else f"explainer {explainer!r} returned NaN/inf in {k} of {n} pixels ({role} map)"
+            for k in (~torch.isfinite(maps)).flatten(1).sum(dim=1).tolist()]
+
+
+def _with_map_errors(result: MetricResult, metric: Metric, bad: dict[str, list[str | None]]) -> MetricResult:
+    """``result`` with the images whose maps the metric reads non-finite turned into errors."""
+    roles = ["attacked"]
+    if metric.compares == "maps":
+        roles += ["clean"] + (["swapped-class"] if metric.needs_swap_map() else [])
+    for role in roles:
+        for i, reason in enumerate(bad[role]):
+            if reason is not None and result.status[i] != "error":
+                result.values[i] = float("nan")
+                result.status[i], result.reasons[i] = "error", reason
+    return result
 
 
 def order_records(records: list[dict], suite) -> list[dict]:

@@ -47,6 +47,9 @@ class MetricInputs:
     # (its most probable class other than the target). The engine computes it only when a metric
     # of the cell says ``needs_swap_map()``.
     map_swap: torch.Tensor | None = None
+    # whether every image holds objects of two classes (builtin:shapes-pairs), as active fooling
+    # needs; the engine sets it from the data (False for single-label data), None: unknown
+    two_classes_per_image: bool | None = None
 
     @property
     def batch_size(self) -> int:
