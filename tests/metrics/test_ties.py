@@ -13,7 +13,7 @@ import torch
 from audit.metrics.base import METRICS
 from audit.metrics.crop import largest_component
 from audit.models.spec import InputSpec
-from tests.metrics.helpers import BandModel, make_inputs
+from tests.metrics.helpers import BandModel, make_inputs, tiny_cnn
 
 
 def gradient_map(model, x):
@@ -135,3 +135,18 @@ def test_crop_picks_between_equal_largest_components_at_random():
     bigger = fg.clone()
     bigger[:, 1:4, 4] = True  # the upper component now has 12 pixels: always it
     assert largest_component(bigger, 8, keys.double())[:, 2, 2].all()
+
+
+def test_crop_metric_boxes_either_of_two_equal_components_by_the_cells_seed():
+    n = 24
+    maps = torch.zeros(n, 16, 16)
+    maps[:, 1:4, 1:4] = 1.0
+    maps[:, 11:14, 10:13] = 1.0
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)).expand(n, -1, -1, -1).clone()
+    model = tiny_cnn(seed=3)
+    inputs = make_inputs(x, model, map_clean=maps, target=torch.zeros(n, dtype=torch.long), sample_ids=range(n))
+    values = METRICS.create("crop").compute(inputs).values
+    distinct = sorted(set(round(v, 9) for v in values.tolist()))
+    assert len(distinct) == 2  # the same box area, two different crops
+    upper = sum(abs(v - distinct[0]) < 1e-9 for v in values.tolist())
+    assert 3 <= upper <= n - 3
