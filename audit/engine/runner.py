@@ -319,15 +319,13 @@ class Runner:
                 reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
                 return {m: MetricResult.error(n, reason) for m in metric_ids}
 
-        # images whose map the explainer's own check rejects (e.g. LRP conservation) are not scored
-        refused: list[str | None] = [None] * n
-        if group != NO_EXPLAINER:
-            for role, maps in (("clean", map_clean), ("attacked", map_att), ("swapped class's", map_swap)):
-                if maps is not None:
-                    found = self.explainers[group].map_problems(maps)
-                    refused = [r or (f and f"{group} {role} map rejected: {f}") for r, f in zip(refused, found,
-                                                                                             strict=True)]
-
+        # A map with NaN/inf is an explainer failure (error); a map the explainer's own check rejects
+        # (e.g. LRP's relevance conservation) is refused (skipped). Only the metrics that read that
+        # map lose the image; they see non-finite maps zeroed, so the other images are unharmed.
+        problems = {role: _map_problems(self.explainers.get(group), group, role, m)
+                    for role, m in (("attacked", map_att), ("clean", map_clean), ("swapped-class", map_swap))}
+        map_clean, map_att, map_swap = (None if m is None else torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+                                        for m in (map_clean, map_att, map_swap))
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         for metric_id in metric_ids:
@@ -335,10 +333,48 @@ class Runner:
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
-                seed=seed, sample_ids=tuple(ids), device=self.device)
-            result = self._compute(metric_id, inputs)
-            results[metric_id] = result.refuse(refused) if any(refused) else result
+                seed=seed, sample_ids=tuple(ids), device=self.device,
+                two_classes_per_image=not self.data.single_label)
+            results[metric_id] = _with_map_problems(self._compute(metric_id, inputs), self.metrics[metric_id],
+                                                    problems)
         return results
+
+
+def _map_problems(explainer: Explainer | None, explainer_id: str, role: str,
+                  maps: torch.Tensor | None) -> list[tuple[str, str] | None]:
+    """Per image: (status, reason) when its ``role`` map cannot be scored, else None.
+
+    NaN/inf pixels make the image an ``error``; a finite map that the explainer's own check
+    rejects (:meth:`Explainer.map_problems`) makes it ``skipped``.
+    """
+    if maps is None:
+        return []
+    n = maps[0].numel()
+    counts = (~torch.isfinite(maps)).flatten(1).sum(dim=1).tolist()
+    rejected = explainer.map_problems(maps) if explainer is not None and not any(counts) else [None] * len(counts)
+    out: list[tuple[str, str] | None] = []
+    for k, reason in zip(counts, rejected, strict=True):
+        if k:
+            out.append(("error", f"explainer {explainer_id!r} returned NaN/inf in {k} of {n} pixels ({role} map)"))
+        elif reason:
+            out.append(("skipped", f"{explainer_id} {role} map rejected: {reason}"))
+        else:
+            out.append(None)
+    return out
+
+
+def _with_map_problems(result: MetricResult, metric: Metric,
+                       problems: dict[str, list[tuple[str, str] | None]]) -> MetricResult:
+    """``result`` with the images whose maps the metric reads unusable turned into errors or skips."""
+    roles = ["attacked"]
+    if metric.compares == "maps":
+        roles += ["clean"] + (["swapped-class"] if metric.needs_swap_map() else [])
+    for role in roles:
+        for i, problem in enumerate(problems[role]):
+            if problem is not None and result.status[i] not in ("error", problem[0]):
+                result.values[i] = float("nan")
+                result.status[i], result.reasons[i] = problem
+    return result
 
 
 def order_records(records: list[dict], suite) -> list[dict]:

@@ -47,6 +47,9 @@ class MetricInputs:
     # (its most probable class other than the target). The engine computes it only when a metric
     # of the cell says ``needs_swap_map()``.
     map_swap: torch.Tensor | None = None
+    # whether every image holds objects of two classes (builtin:shapes-pairs), as active fooling
+    # needs; the engine sets it from the data (False for single-label data), None: unknown
+    two_classes_per_image: bool | None = None
 
     @property
     def batch_size(self) -> int:
@@ -76,17 +79,6 @@ class MetricResult:
     @classmethod
     def error(cls, n: int, reason: str) -> MetricResult:
         return cls(torch.full((n,), float("nan"), dtype=torch.float64), ["error"] * n, [reason] * n)
-
-    def refuse(self, reasons: list[str | None], status: str = "skipped") -> MetricResult:
-        """A copy where every scored image (ok or degenerate) that has a reason becomes ``status``
-        with a NaN value and that reason; images already skipped or errored keep their own."""
-        values = self.values.clone()
-        statuses, out_reasons = list(self.status), list(self.reasons)
-        for i, reason in enumerate(reasons):
-            if reason is not None and statuses[i] in ("ok", "degenerate"):
-                values[i] = float("nan")
-                statuses[i], out_reasons[i] = status, reason
-        return MetricResult(values, statuses, out_reasons)
 
 
 class Metric(Plugin):

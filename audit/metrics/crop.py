@@ -3,6 +3,20 @@
 s = log(max(a, 0.05)) − log p: a is the area fraction of the tightest box around the salient
 region, p = f_c on that box cropped and resized to the model's input size (aspect ratio
 ignored). A small box that keeps the class confident scores low; lower is better.
+
+METHODS-style notes:
+
+- Resampling. The box is cropped and resized bilinearly with ``align_corners=True``: the corner
+  pixel centres of the box land on the corner pixel centres of the output, so only pixels of
+  the box are sampled and the full-image box is the image itself. The other convention
+  (``align_corners=False``, pixel edges aligned) places the samples differently, most of all on
+  small boxes; on borderline boxes (where p is steep in the box) it moves s by up to ~0.46 (an
+  independent review's measurement on the shipped model). Neither paper fixes the convention:
+  compare numbers only within one.
+- Ties. Two largest connected components of equal size are a tie: one is picked at random,
+  seeded by the cell and the sample id (label ``crop-ties``), not the one later in raster order.
+- Non-finite values. A crop the model answers with NaN/inf makes the image ``error`` with the
+  box named in the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from audit.maps import is_degenerate, minmax_normalize
+from audit.metrics._perturb import mark_errors, random_scores, sample_ids_of
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.models.inference import target_probs
 from audit.registry import Params
@@ -43,15 +58,24 @@ def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tenso
     return labels.squeeze(1).long()
 
 
-def largest_component(fg: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
-    """(B, H, W) bool: the largest connected component of each foreground (ties: larger label)."""
+def largest_component(fg: torch.Tensor, connectivity: int = 8,
+                      tie_key: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W) bool: the largest connected component of each foreground.
+
+    Components of equal size are told apart by ``tie_key`` (B, HW + 1) distinct values indexed by
+    label (a seeded random key: the highest wins); without one, the larger label wins.
+    """
     b, h, w = fg.shape
     labels = connected_components(fg, connectivity).flatten(1)
     counts = torch.zeros(b, h * w + 1, dtype=torch.long, device=fg.device)
     counts.scatter_add_(1, labels, torch.ones_like(labels))
     counts[:, 0] = 0
-    best = counts.flip(1).argmax(dim=1)  # flipped: among equal sizes the largest label wins
-    best = h * w - best
+    if tie_key is None:
+        tie_key = torch.arange(h * w + 1, dtype=torch.float64, device=fg.device).expand(b, -1)
+    # the key, scaled into [0, 1), only decides between equal (integer) counts
+    key = tie_key.to(device=fg.device, dtype=torch.float64)
+    key = (key - key.amin(dim=1, keepdim=True)) / (key.amax(dim=1, keepdim=True) - key.amin(dim=1, keepdim=True) + 1)
+    best = (counts.to(torch.float64) + key).argmax(dim=1)
     return (labels == best.view(-1, 1)).view(b, h, w) & fg
 
 
@@ -85,14 +109,16 @@ def crop_resize(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int) -> torch.Tensor:
-    """(B, H, W) bool: largest connected component of the thresholded map."""
+def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int,
+                   tie_key: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W) bool: largest connected component of the thresholded map (see
+    :func:`largest_component` for ``tie_key``)."""
     if threshold == "mean":
         flat = maps.flatten(1)
         fg = (flat > flat.mean(dim=1, keepdim=True)).view_as(maps)
     else:
         fg = minmax_normalize(maps.to(torch.float64)) >= float(threshold)
-    return largest_component(fg, connectivity)
+    return largest_component(fg, connectivity, tie_key)
 
 
 @METRICS.register("crop")
@@ -127,7 +153,8 @@ class Crop(Metric):
         x, maps = inputs.x_attacked, inputs.map_attacked.to(inputs.x_attacked.device)
         b, _, h, w = x.shape
         degenerate = is_degenerate(maps)
-        region = salient_region(maps, self.params.threshold, self.params.connectivity)
+        key = random_scores(h * w + 1, inputs.seed, sample_ids_of(inputs.sample_ids, b), "crop-ties", x.device)
+        region = salient_region(maps, self.params.threshold, self.params.connectivity, key)
         region = region & ~degenerate.view(-1, 1, 1)  # no region → the full-image box
         boxes = bounding_boxes(region)
         area = ((boxes[:, 1] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 2] + 1)).to(torch.float64)
@@ -136,5 +163,9 @@ class Crop(Metric):
         log_p = target_probs(inputs.attacked_model, b, lambda lo, hi: crops[lo:hi],
                              inputs.target.to(x.device), self.params.max_batch, log=True)
         values = torch.log(area.clamp(min=self.params.min_area)) - log_p
-        return MetricResult.from_values(values, degenerate)
+        reasons = [None if ok else f"the model returned NaN/inf on the crop of rows {r0}–{r1}, columns "
+                   f"{c0}–{c1} resized to {h}×{w}; guard the model against such inputs"
+                   for ok, (r0, r1, c0, c1) in zip(torch.isfinite(log_p).cpu().tolist(), boxes.cpu().tolist(),
+                                                   strict=True)]
+        return mark_errors(MetricResult.from_values(values, degenerate), reasons)
 

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from audit.maps import is_degenerate, minmax_normalize
-from audit.metrics._perturb import descending_rank
+from audit.metrics._perturb import descending_rank, random_scores, sample_ids_of
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.metrics.spearman import RankParams, maps_to_rank
 
@@ -17,10 +17,20 @@ def resolve_k(k: float, n_pixels: int) -> int:
     return max(1, min(n_pixels, count))
 
 
-def topk_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, N) bool: the k highest entries of each flattened map; ties broken by pixel index so
-    the choice is deterministic."""
-    return descending_rank(maps.flatten(1).to(torch.float64)) < k
+def topk_mask(maps: torch.Tensor, k: int, tie_key: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N) bool: the k highest entries of each flattened map.
+
+    Ties at the k-th value are broken by ``tie_key`` (B, N), a seeded random key (see
+    :mod:`audit.metrics._perturb`); without one, by pixel index.
+    """
+    return descending_rank(maps.flatten(1).to(torch.float64), tie_key) < k
+
+
+def topk_tie_key(inputs: MetricInputs, n_pixels: int) -> torch.Tensor:
+    """(B, N) seeded random key for top-k ties (label ``topk-ties``, the cell seed, the sample id):
+    one key for both maps of an image, so a map compared with itself keeps its k pixels."""
+    sids = sample_ids_of(inputs.sample_ids, inputs.batch_size)
+    return random_scores(n_pixels, inputs.seed, sids, "topk-ties", inputs.map_attacked.device)
 
 
 def center_of_mass(maps: torch.Tensor) -> torch.Tensor:
@@ -56,7 +66,10 @@ def com_displacement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class TopKIntersection(Metric):
     """Top-k intersection |topk(clean) ∩ topk(attacked)| / k (1 = same most salient pixels).
 
-    Raw maps are compared (ranking only), or |maps| with ``abs: true`` (see ``spearman``). Rank
+    Raw maps are compared (ranking only), or |maps| with ``abs: true`` (see ``spearman``). Pixels
+    tied at the k-th value are chosen in a seeded random order (:func:`topk_tie_key`, the same for
+    both maps), not by pixel index, so a plateau straddling the cut (e.g. the zeros of a ReLU-cut
+    map) does not favour the top rows. Rank
     similarity with a degenerate map is 0 and the image is counted ``degenerate`` (METHODS §0).
     """
 
@@ -69,7 +82,8 @@ class TopKIntersection(Metric):
     def compute(self, inputs: MetricInputs) -> MetricResult:
         clean, attacked = maps_to_rank(inputs, self.params.abs)
         k = resolve_k(self.params.k, clean[0].numel())
-        shared = (topk_mask(clean, k) & topk_mask(attacked, k)).sum(dim=1).to(torch.float64) / k
+        key = topk_tie_key(inputs, clean[0].numel())
+        shared = (topk_mask(clean, k, key) & topk_mask(attacked, k, key)).sum(dim=1).to(torch.float64) / k
         degenerate = is_degenerate(clean) | is_degenerate(attacked)
         values = torch.where(degenerate.to(shared.device), torch.zeros_like(shared), shared)
         return MetricResult.from_values(values, degenerate)

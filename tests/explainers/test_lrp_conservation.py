@@ -4,9 +4,9 @@ and a map whose relevance is created or reversed is refused, with the reason, by
 import pytest
 import torch
 
-from audit.data.shapes import render
+from audit.builtin.shapes import render
+from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
 from audit.explainers.base import EXPLAINERS, ExplainContext
-from audit.models.shapes_resnet import INPUT_SPEC, load_reference
 
 
 @pytest.fixture(scope="module")

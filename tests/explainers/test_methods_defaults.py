@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext
-from audit.explainers.fills import fill
-from audit.explainers.rise_masks import generate_masks
+from audit.fills import fill
+from audit.rise_masks import generate_masks
 from tests.metrics.helpers import SPEC, LinearPixelModel
 
 

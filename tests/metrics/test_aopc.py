@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from audit.metrics.aopc import aopc_from_curves, region_perturbation, region_sums
+from audit.metrics._perturb import random_scores
+from audit.metrics.aopc import aopc_from_curves, region_areas, region_perturbation, region_ranks, region_sums
 from audit.metrics.base import METRICS
+from audit.spec import InputSpec
 from audit.testing import FLOAT32_RTOL, PROB_ATOL
-from tests.metrics.helpers import SPEC, LinearPixelModel, make_inputs, tiny_cnn
+from tests.metrics.helpers import SPEC, LinearPixelModel, LinearProbabilityModel, make_inputs, tiny_cnn
 
 H = W = 16
 
@@ -65,13 +67,20 @@ def test_map_unrelated_to_the_model_scores_like_random_order():
     assert abs(morf.mean() - rand.mean()) < 0.25 * spread + 1e-3
 
 
-def test_degenerate_map_scores_exactly_the_random_order():
+def test_degenerate_map_scores_the_random_order_and_its_reverse():
     model, x, maps, target = linear_setup(b=2)
     maps[1] = 0.3
     out = aopc_all(model, x, maps, target, region_size=4)
+    # a map whose regions rank exactly in the reverse of image 1's random order (no ties)
+    shuffled = random_scores(16, 0, [1], "aopc-random", torch.device("cpu"))[0]
+    reverse = maps.clone()
+    reverse[1] = (-shuffled).view(4, 1, 4, 1).expand(4, 4, 4, 4).reshape(H, W).float()
+    reversed_aopc = aopc_all(model, x, reverse, target, region_size=4)["aopc"]
+    assert reversed_aopc.status == ["ok", "ok"]
+    expected = (out["aopc_random"].values[1] + reversed_aopc.values[1]) / 2
     for name in ("aopc", "aopc_lerf"):
         assert out[name].status == ["ok", "degenerate"]
-        assert out[name].values[1].item() == out["aopc_random"].values[1].item()
+        torch.testing.assert_close(out[name].values[1], expected, rtol=0, atol=1e-12)
 
 
 def test_one_forward_call_per_max_batch_and_same_values():
@@ -94,18 +103,19 @@ def test_one_forward_call_per_max_batch_and_same_values():
 
 def test_rows_give_the_same_values_whichever_runs_first_and_forward_only_their_order():
     model, x, maps, target = linear_setup(b=3)
-    maps[1] = 0.5  # a degenerate map: its MoRF and LeRF orders are the seeded random order
+    maps[1] = 0.5  # a degenerate map: its MoRF and LeRF orders are the seeded random order and
+    # its reverse (one more pass of image 1 for each of them)
     results = []
     for names in (("aopc_random", "aopc_lerf", "aopc"), ("aopc", "aopc_lerf", "aopc_random")):
         inputs = make_inputs(x, model, map_clean=maps, target=target, seed=7)
         model.images = 0
         results.append({n: METRICS.create(n, {"region_size": 4}).compute(inputs) for n in names})
-        assert model.images == 3 * 3 * (1 + 16)  # three rows, each x⁽⁰⁾ and its own 16 steps
+        assert model.images == (3 * 3 + 2) * (1 + 16)  # three rows, each x⁽⁰⁾ and its own 16 steps
         other = {n: METRICS.create(n, {"region_size": 8}).compute(inputs) for n in names}
         assert not torch.equal(other["aopc"].values, results[-1]["aopc"].values)
     for name in ("aopc", "aopc_lerf", "aopc_random"):
         assert torch.equal(results[0][name].values, results[1][name].values)
-    assert results[0]["aopc"].values[1] == results[0]["aopc_random"].values[1]
+    assert results[0]["aopc"].values[1] == results[0]["aopc_lerf"].values[1]  # the same two orders
 
 
 def test_an_image_scores_the_same_alone_or_in_a_batch():
@@ -157,7 +167,8 @@ def test_region_perturbation_matches_quantus():
 
 @pytest.mark.parametrize("region_size", [5, 16, 1])
 def test_matches_a_plain_loop_for_any_region_size(region_size):
-    """Edge regions smaller than region_size² (16 is not a multiple of 5) and the extremes."""
+    """Edge regions smaller than region_size² (16 is not a multiple of 5) and the extremes; regions
+    ranked by mean relevance per pixel (the sum would demote the small edge regions)."""
     model = tiny_cnn(seed=6)
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(2, 3, H, W, generator=gen)
@@ -169,7 +180,7 @@ def test_matches_a_plain_loop_for_any_region_size(region_size):
     fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     grid = [(r, c) for r in range(0, H, region_size) for c in range(0, W, region_size)]
     for i in range(2):
-        sums = torch.tensor([maps[i, r:r + region_size, c:c + region_size].double().sum().item()
+        sums = torch.tensor([maps[i, r:r + region_size, c:c + region_size].double().mean().item()
                              for r, c in grid])
         for order, ranking in (("morf", sorted(range(len(grid)), key=lambda g: -sums[g])),
                                ("lerf", sorted(range(len(grid)), key=lambda g: sums[g]))):
@@ -183,3 +194,33 @@ def test_matches_a_plain_loop_for_any_region_size(region_size):
                     expected.append(torch.softmax(model(image[None]).double(), 1)[0, target[i]].item())
             torch.testing.assert_close(curves[order][i], torch.tensor(expected, dtype=torch.float64),
                                        atol=PROB_ATOL, rtol=FLOAT32_RTOL)
+
+
+@pytest.mark.parametrize(("size", "region_size"), [(32, 5), (32, 6), (30, 8), (32, 3), (32, 4)])
+def test_regions_that_do_not_tile_are_weighted_by_the_area_they_remove(size, region_size):
+    """A model that counts the pixels kept (p linear, the same weight everywhere): every order
+    removes evidence at the same rate per pixel, so MoRF, LeRF and random must agree, at the
+    area-weighted Riemann sum D/2·(1 + Σa²/(HW)²)·R/(R + 1) ≈ D/2 (D = the total drop)."""
+    weight = torch.full((size, size), 0.9 / size**2)
+    model = LinearProbabilityModel(weight, 0.05).eval()
+    x = torch.ones(1, 3, size, size)
+    maps = torch.rand(1, size, size, generator=torch.Generator().manual_seed(size + region_size))
+    spec = InputSpec(size=size, mean=(0.5,) * 3, std=(0.25,) * 3)
+    inputs = make_inputs(x, model, map_clean=maps, target=torch.tensor([0]), spec=spec)
+    values = {name: METRICS.create(name, {"region_size": region_size}).compute(inputs).values.item()
+              for name in ("aopc", "aopc_lerf", "aopc_random")}
+    areas = region_areas(size, size, region_size)
+    expected = 0.45 * (1 + (areas**2).sum().item() / size**4) * len(areas) / (len(areas) + 1)
+    for value in values.values():
+        assert abs(value - expected) <= 1e-5, values
+    assert abs(expected - 0.45) <= 0.45 / len(areas)
+
+
+def test_a_small_dense_edge_region_comes_first_in_morf():
+    """Ranked by relevance per pixel: an edge region of 4 px holding the densest relevance goes
+    first, though its sum is below that of a full region."""
+    maps = torch.zeros(1, 10, 10)
+    maps[0, 8:10, 8:10] = 1.0  # edge region (2×2), sum 4
+    maps[0, 0:4, 0:4] = 0.5  # full region (4×4), sum 8
+    rank = region_ranks(maps, 4, seed=0, sample_ids=[0], orders=("morf",))[0, 0]
+    assert rank[8].item() == 0 and rank[0].item() == 1  # row-major 3×3 grid: region 8 is the corner

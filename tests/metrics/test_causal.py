@@ -1,10 +1,12 @@
+import pytest
 import torch
 
 from audit.fills import gaussian_blur
 from audit.metrics.base import METRICS
-from audit.metrics.causal import causal_curve, curve_auc
+from audit.metrics.causal import causal_curve, curve_auc, step_counts
+from audit.spec import InputSpec
 from audit.testing import FLOAT32_RTOL, PROB_ATOL
-from tests.metrics.helpers import SPEC, LinearPixelModel, make_inputs
+from tests.metrics.helpers import SPEC, LinearPixelModel, LinearProbabilityModel, make_inputs
 
 PROB = {"rtol": FLOAT32_RTOL, "atol": PROB_ATOL}
 
@@ -93,7 +95,7 @@ def test_matches_a_plain_loop():
     x = torch.randn(2, 3, H, W, generator=gen)
     maps = torch.rand(2, H, W, generator=gen)
     target = torch.tensor([0, 2])
-    steps = 5  # 256 pixels: 52 per step, the last step only 48
+    steps = 5  # 256 pixels: point k at round(k·256/5) = 0, 51, 102, 154, 205, 256
     for mode, kind in (("deletion", "zero"), ("insertion", "blur")):
         curve = causal_curve(model, x, maps, target, SPEC, mode=mode, steps=steps, baseline_kind=kind)
         other = torch.zeros_like(x) if kind == "zero" else gaussian_blur(x, sigma=5.0, kernel_size=11)
@@ -104,9 +106,79 @@ def test_matches_a_plain_loop():
             expected = []
             with torch.no_grad():
                 for step in range(steps + 1):
-                    chosen = order[:min(step * 52, H * W)]
+                    chosen = order[:(2 * step * H * W + steps) // (2 * steps)]
                     image[:, chosen] = source[:, chosen]
                     logits = model(image.view(1, 3, H, W)).double()
                     expected.append(torch.softmax(logits, 1)[0, target[i]].item())
             torch.testing.assert_close(curve[i], torch.tensor(expected, dtype=torch.float64),
                                        atol=PROB_ATOL, rtol=FLOAT32_RTOL)
+
+
+def linear_probability_setup(h=32, w=32, seed=0):
+    """p = 0.05 + Σ weight·x₀ with Σ weight·x₀ = 0.9 on the image: exactly linear in the pixels
+    kept. The map is the weight plus noise, so its order is informative but not perfect."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.rand(h, w, generator=gen) ** 4
+    x = torch.rand(1, 3, h, w, generator=gen) + 0.5
+    weight = weight * 0.9 / (weight * x[0, 0]).sum()
+    maps = (weight + 0.6 * weight.mean() * torch.rand(h, w, generator=gen)).unsqueeze(0)
+    return LinearProbabilityModel(weight, 0.05).eval(), x, maps
+
+
+def exact_auc(model, x, maps, mode):
+    """Trapezoid area at one pixel per step (exact for a linear model), computed directly."""
+    order = torch.argsort(maps.flatten(), descending=True)
+    evidence = (model.weight * x[0, 0]).flatten().double()[order]
+    path = torch.cat([torch.zeros(1, dtype=torch.float64), evidence.cumsum(0)])
+    curve = (0.95 - path) if mode == "deletion" else (0.05 + path)
+    return ((curve[1:] + curve[:-1]) / 2).mean().item()
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+@pytest.mark.parametrize(("size", "steps"), [((32, 32), 100), ((32, 32), 300), ((32, 32), 1000),
+                                             ((32, 32), 1024), ((32, 32), 7), ((24, 40), 333),
+                                             ((24, 40), 2000), ((17, 17), 50)])
+def test_any_step_count_gives_the_exact_auc(mode, size, steps):
+    model, x, maps = linear_probability_setup(*size)
+    exact = exact_auc(model, x, maps, mode)
+    assert 0.1 < exact < 0.9  # not a trivial curve
+    inputs = make_inputs(x, model, map_clean=maps, target=torch.tensor([0]),
+                         spec=InputSpec(size=size[0], mean=(0.5,) * 3, std=(0.25,) * 3))
+    value = METRICS.create(mode, {"steps": steps, "baseline": "zero"}).compute(inputs).values.item()
+    # the trapezoid over n points of a curve whose slope changes pixel by pixel: within
+    # (largest step)·(curve range)/2 of the exact area; at one pixel per step, equal
+    tolerance = 1e-5 if steps >= size[0] * size[1] else min(0.02, 1 / steps)
+    assert abs(value - exact) <= tolerance, (value, exact)
+
+
+def test_step_counts_spread_evenly_and_drop_duplicates():
+    assert step_counts(10, 4) == [0, 3, 5, 8, 10]  # round(k·10/4), halves up
+    assert step_counts(4, 10) == [0, 1, 2, 3, 4]  # more steps than pixels: every pixel once
+    counts = step_counts(1024, 300)
+    gaps = {b - a for a, b in zip(counts, counts[1:], strict=False)}
+    assert gaps == {3, 4} and counts[-1] == 1024
+
+
+class StdNormalised(torch.nn.Module):
+    """Divides the image by its own standard deviation: NaN on a flat image."""
+
+    def forward(self, x):
+        z = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)
+        return torch.stack([z[:, 0].mean(dim=(1, 2)) * 0 + z.abs().mean(dim=(1, 2, 3)), torch.zeros(len(x))], 1)
+
+
+@pytest.mark.parametrize(("name", "params", "where"), [
+    ("deletion", {"steps": 8, "baseline": "zero"}, "deletion step 8 of 8 (256 of 256 pixels replaced by the 'zero'"),
+    ("insertion", {"steps": 8, "baseline": "zero"}, "insertion step 0 of 8 (0 of 256 pixels restored into the 'zero'"),
+    ("aopc", {"region_size": 8}, "AOPC (morf) step 4 of 4 (256 of 256 pixels replaced by the 'zero'"),
+    ("aopc_lerf", {"region_size": 8, "baseline": "black"}, "AOPC (lerf) step 4 of 4 (256 of 256 pixels")])
+def test_a_model_that_returns_nan_on_a_perturbed_image_is_an_error_naming_the_step(name, params, where):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, H, W, generator=gen)
+    maps = torch.rand(2, H, W, generator=gen)
+    result = METRICS.create(name, params).compute(make_inputs(x, StdNormalised(), map_clean=maps,
+                                                              target=torch.tensor([0, 0])))
+    assert result.status == ["error", "error"] and torch.isnan(result.values).all()
+    reason = result.reasons[0]
+    assert reason.startswith("the model returned NaN/inf on ") and where in reason, reason
+    assert "fewer steps, another baseline, or guard the model" in reason

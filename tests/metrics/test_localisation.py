@@ -111,3 +111,22 @@ def test_relevance_mass_degenerate_maps():
     assert result.status == ["degenerate", "degenerate"]
     assert result.values[0].item() == pytest.approx(truth[0].float().mean().item())  # uniform spread
     assert result.values[1].item() == 0.0  # no positive relevance at all
+
+
+def test_relevance_mass_ratio_is_mass_over_the_objects_area_share():
+    truth = box_masks(4)  # 64 of 1024 pixels: area share 1/16
+    truth[3] = False
+    gen = torch.Generator().manual_seed(5)
+    maps = torch.stack([truth[0].float(),  # everything on the object: 1/share = 16
+                        torch.full((H, W), 2.0),  # uniform: exactly what chance gives, 1
+                        torch.rand(H, W, generator=gen) + 5.0,  # offset + noise: ≈ 1, not "0.06"
+                        torch.rand(H, W, generator=gen)])
+    x = torch.zeros(4, 3, H, W)
+    inputs = make_inputs(x, map_clean=maps, truth=truth)
+    mass = METRICS.create("relevance_mass").compute(inputs)
+    ratio = METRICS.create("relevance_mass_ratio").compute(inputs)
+    assert ratio.values[0].item() == pytest.approx(16.0) and ratio.status[0] == "ok"
+    assert ratio.values[1].item() == pytest.approx(1.0) and ratio.status[1] == "degenerate"
+    assert ratio.values[2].item() == pytest.approx(1.0, abs=0.02) and mass.values[2].item() < 0.07
+    assert ratio.status[3] == "skipped" and math.isnan(ratio.values[3].item())  # empty mask
+    torch.testing.assert_close(ratio.values[:3], mass.values[:3] * 16)
