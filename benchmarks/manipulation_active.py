@@ -1,6 +1,6 @@
 """Active fooling measured in both directions (a measurement, not a speed benchmark).
 
-    .venv/bin/python benchmarks/manipulation_active.py [--n 64] [--steps 40] [--lam 10] [--lr 0.001]
+    .venv/bin/python benchmarks/manipulation_active.py [--n 64] [--steps 40] [--lam 10] [--lr 0.001] [--schedule cosine]
 
 The ``fsr`` metric with ``fooling: active`` scores the predicted class c₁ of each two-class image
 (Spearman(h_c₁(w*), h_c₂(w₀)) ≥ 0.5). Heo et al. swap *both* classes' explanations, so this
@@ -34,11 +34,12 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = load_reference()
     attack = Manipulation(fooling="active", target="gradcam", lam=args.lam, lr=args.lr, steps=args.steps,
-                          batch_size=args.batch)
+                          batch_size=args.batch, schedule=args.schedule)
     training = TrainingSet(PairsData("train", None, INPUT_SPEC.size))
     fooled = attack.prepare(model, AttackContext(INPUT_SPEC, seed=args.seed, training=training))
 
@@ -63,7 +64,7 @@ def main() -> None:
         acc0 = (model(xs).argmax(1) == shapes.labels).double().mean().item()
         acc = (fooled(xs).argmax(1) == shapes.labels).double().mean().item()
     print(json.dumps({
-        "n": args.n, "steps": args.steps, "lam": args.lam, "lr": args.lr,
+        "n": args.n, "steps": args.steps, "lam": args.lam, "lr": args.lr, "schedule": args.schedule,
         "fsr_c1": (rho_1 >= 0.5).double().mean().item(), "fsr_c2": (rho_2 >= 0.5).double().mean().item(),
         "fsr_original_model": (baseline >= 0.5).double().mean().item(),
         "mean_rho_c1": rho_1.mean().item(), "mean_rho_c2": rho_2.mean().item(),

@@ -250,3 +250,21 @@ def test_engine_caches_the_fine_tuned_state_and_records_its_curves(tmp_path):
     again = Runner(load_suite(path), Cache(cache))
     again.preparation.prepare_all()
     assert again.preparation.summaries()["manipulation"] == curves
+
+
+def test_penalties_at_the_original_weights_agree_with_independent_formulas():
+    model = tiny_model()
+    x, target = tiny_inputs(batch=4), torch.tensor([0, 1, 2, 3])
+    attack = Manipulation(fooling="topk", topk_fraction=0.1)
+    explainer = attack.target_explainer()
+    h = attack.loss_maps(explainer, model, x, target, create_graph=False)  # (4, 8, 8), max 1
+    k = round(0.1 * 64)
+    expected = (h.flatten(1).topk(k, dim=1).values ** 2).mean()  # the top cells of w₀'s own map
+    assert attack.penalty(explainer, model, model, x, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    centre = Manipulation(fooling="center_mass")
+    assert centre.penalty(explainer, model, model, x, target).item() == pytest.approx(0.0, abs=1e-5)
+    location = Manipulation(fooling="location")
+    frame = torch.ones(8, 8)
+    frame[1:7, 1:7] = 0
+    assert location.penalty(explainer, model, model, x, target).item() == pytest.approx(
+        ((h - frame) ** 2).mean().item(), rel=1e-5)
