@@ -156,6 +156,11 @@ class Attack(Plugin):
         clone.load_state_dict(state)
         return clone.eval()
 
+    def state_summary(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """What the manifest records about an exported state (JSON values, e.g. training
+        curves); empty by default."""
+        return {}
+
     def perturb(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: AttackContext) -> torch.Tensor:
         """The attacked inputs for a batch ``x`` (normalised) and its ``target`` classes.

@@ -60,6 +60,7 @@ class Preparation:
         self._shipped = dict(shipped or {})
         self._models: dict[str, nn.Module | Exception] = {}
         self._exported: dict[str, Shipped] = {}
+        self._summaries: dict[str, dict] = {}
 
     # -- identity ------------------------------------------------------------------------------
     def trains(self, attack_id: str) -> bool:
@@ -134,6 +135,8 @@ class Preparation:
                 prepared, shipped = self._prepare(attack_id)
                 self._models[attack_id] = prepared.to(self.device).eval()
                 self._exported[attack_id] = shipped
+                if shipped.state is not None:
+                    self._summaries[attack_id] = self.attacks[attack_id].state_summary(shipped.state)
             except Exception as exc:  # one message, the same in the driver and in every worker
                 message = str(exc) if isinstance(exc, PreparationError) else f"{type(exc).__name__}: {exc}"
                 self._models[attack_id] = PreparationError(message)
@@ -144,6 +147,11 @@ class Preparation:
     def prepare_all(self) -> None:
         for attack_id in self.attacks:
             self.model(attack_id)
+
+    def summaries(self) -> dict[str, dict]:
+        """Per prepared attack, what its ``state_summary`` says (for the manifest); attacks
+        with nothing to say are left out."""
+        return {a: s for a, s in self._summaries.items() if s}
 
     def shipment(self) -> dict[str, Shipped]:
         """What workers need to rebuild every prepared attack without preparing it again.

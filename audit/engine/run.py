@@ -94,6 +94,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
                               platform.python_version())
     manifest["training_data"] = None if runner.training is None else {
         "description": runner.training.description, "digest": runner.training.digest}
+    manifest["prepared"] = runner.preparation.summaries()  # e.g. a manipulation's training curves
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK
+from audit.report.transfer import transfer_section
 
 VERDICTS = {
     EXIT_OK: "PASS — every gate holds",
@@ -110,6 +111,7 @@ def render_markdown(result, manifest: dict) -> str:
                      f"{row['n']} | {_fmt(row['mean'])} | {ci} | {'↑' if row['higher_is_better'] else '↓'} "
                      f"| {row['status']} | {row['degenerate']} |")
     lines += _randomisation_section(result, suite)
+    lines += transfer_section(result, suite)
     reasons = sorted({(r["attack"], r["explainer"], r["metric"], r.get("reason", ""))
                       for r in result.records if r["status"] in ("error", "skipped")})
     if reasons:
