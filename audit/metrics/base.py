@@ -47,6 +47,9 @@ class MetricInputs:
     # (its most probable class other than the target). The engine computes it only when a metric
     # of the cell says ``needs_swap_map()``.
     map_swap: torch.Tensor | None = None
+    # (B, K) classes accepted as correct, padded with -1 (ImageNet-ReaL style, e.g. builtin:photos);
+    # None: ``labels`` is the only correct class
+    accepted: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
