@@ -16,7 +16,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARG) -e '.[dev,ray]'
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINT_ARG) -e '.[dev,ray,real]'
 	touch $(STAMP)
 
 audit: setup

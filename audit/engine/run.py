@@ -62,6 +62,8 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     runner = Runner(loaded, cache, log=progress.log)
     preflight(runner.model, runner.data, runner.device)
     progress.log(f"model {runner.model.source} on {runner.device}; data {runner.data.description}")
+    for note in runner.model.notes:  # what loading the weights did (checkpoint key, prefixes, …)
+        progress.log(note)
 
     if runner.training is not None:
         progress.log(f"training data {runner.training.description}")

@@ -36,6 +36,7 @@ from audit.engine.suite import LoadedSuite, training_plugins
 from audit.errors import UserError
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from audit.models.contract import check_deterministic, check_output
 from audit.models.sources import LoadedModel, load_model
 from audit.seeding import derive_seed
 
@@ -47,16 +48,20 @@ class Unit:
 
 
 def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
-    """One real batch through the model: finite 2-D logits with a class for every label."""
+    """One real batch through the model, twice: finite 2-D logits with a class for every label,
+    bit-identical both times (eval-mode determinism), and logits rather than probabilities or
+    log-probabilities unless ``model.output`` says so (:mod:`audit.models.contract`)."""
     batch = data.batch(range(min(len(data), 4)))
     x = loaded.spec.normalize(batch.images.to(device))
     try:
         with torch.no_grad():
             out = loaded.model(x)
+            again = loaded.model(x) if isinstance(out, torch.Tensor) else out
     except Exception as exc:
         raise UserError(f"the model failed on a batch of shape {tuple(x.shape)}: "
                         f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}; check model.input "
-                        "(size) and the model source") from None
+                        "(size, and as many mean/std values as the model has input channels) and the "
+                        "model source") from None
     if not isinstance(out, torch.Tensor):
         raise UserError(f"the model returned {type(out).__name__}, not a tensor of logits; wrap it so "
                         "forward() returns a (batch, classes) tensor")
@@ -66,6 +71,8 @@ def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
     if not torch.isfinite(out).all():
         raise UserError("the model returned NaN or infinite logits on clean images; check its weights "
                         "and model.input (mean/std)")
+    check_deterministic(out, again)
+    check_output(out, loaded.output)
     classes = int(out.shape[1])
     if len(data.class_names) > classes:
         raise UserError(f"the data has {len(data.class_names)} classes but the model returns {classes} "
@@ -91,7 +98,7 @@ class Runner:
         started = time.perf_counter()
         self.device = pick_device(self.suite.device)
         reproducible(self.device)
-        self.model = model or load_model(self.suite.model, loaded.resolve, self.device)
+        self.model = model or load_model(self.suite.model, loaded.resolve, self.device, self.suite.seed)
         self.model.model.to(self.device).eval()  # a worker's copy may come from another device
         self.data = data or load_data(self.suite.data, loaded.resolve, self.model.spec, self.suite.seed)
         if self.suite.target == "label" and not self.data.class_names:
@@ -333,6 +340,7 @@ class Runner:
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
+                accepted=None if batch.accepted is None else batch.accepted.to(self.device),
                 seed=seed, sample_ids=tuple(ids), device=self.device,
                 two_classes_per_image=not self.data.single_label)
             results[metric_id] = _with_map_problems(self._compute(metric_id, inputs), self.metrics[metric_id],

@@ -43,6 +43,8 @@ class ModelConfig(Strict):
     weights: str | None = None
     input: InputConfig | None = None
     num_classes: int | None = Field(default=None, gt=0)
+    # what forward returns; None: logits, and preflight refuses (probabilities / log-probabilities)
+    output: Literal["logits", "probabilities", "log_probabilities"] | None = None
 
 
 class TrainDataConfig(Strict):
@@ -58,6 +60,8 @@ class TrainDataConfig(Strict):
     n: int | None = Field(default=None, gt=0)
     labels: dict[str, int] | None = None
     max_corrupt: int = Field(default=0, ge=0)
+    resize: Literal["crop", "pad", "stretch"] = "crop"
+    exif: Literal["ignore", "apply"] = "ignore"
 
 
 class DataConfig(Strict):
@@ -67,6 +71,8 @@ class DataConfig(Strict):
     batch_size: int = Field(default=32, gt=0)
     labels: dict[str, int] | None = None
     max_corrupt: int = Field(default=0, ge=0)
+    resize: Literal["crop", "pad", "stretch"] = "crop"  # how images fit the square input (audit.data.images)
+    exif: Literal["ignore", "apply"] = "ignore"  # EXIF orientation: as torchvision's ImageFolder, or upright
     train: TrainDataConfig | None = None
 
     def training(self) -> TrainDataConfig | None:
@@ -319,12 +325,12 @@ def _gate_warnings(suite: Suite, lines) -> list[tuple[int, str]]:
 
 def _check_sources(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
     from audit.data.sources import check_data_config, has_single_labels
-    from audit.models.sources import check_model_config
+    from audit.models.sources import check_model_config, model_channels
 
     problems = []
     for key, msg in check_model_config(loaded.suite.model, loaded.resolve):
         problems.append((line_of(lines, ("model", key)), f"model.{key}: {msg}"))
-    data_problems = check_data_config(loaded.suite.data, loaded.resolve)
+    data_problems = check_data_config(loaded.suite.data, loaded.resolve, model_channels(loaded.suite.model))
     for key, msg in data_problems:
         problems.append((line_of(lines, ("data", key)), f"data.{key}: {msg}"))
     if not data_problems and loaded.suite.target == "label" and not has_single_labels(loaded.suite.data):
@@ -350,6 +356,7 @@ def training_plugins(suite: Suite) -> list[tuple[str, int, str]]:
 def _check_training(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
     """Training data: present where a plugin trains, valid, and never the audited images."""
     from audit.data.sources import check_data_config, same_images
+    from audit.models.sources import model_channels
 
     data = loaded.suite.data
     trainers = training_plugins(loaded.suite)
@@ -365,7 +372,7 @@ def _check_training(loaded: LoadedSuite, lines) -> list[tuple[int, str]]:
     if not trainers:
         return problems
     where = ("data", "train") if data.train is not None else ("data",)
-    train_problems = check_data_config(train, loaded.resolve)
+    train_problems = check_data_config(train, loaded.resolve, model_channels(loaded.suite.model))
     for key, msg in train_problems:
         problems.append((line_of(lines, where + (key,)), f"data.train.{key}: {msg}"))
     if not train_problems and same_images(data, train, loaded.resolve):

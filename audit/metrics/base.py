@@ -50,6 +50,9 @@ class MetricInputs:
     # whether every image holds objects of two classes (builtin:shapes-pairs), as active fooling
     # needs; the engine sets it from the data (False for single-label data), None: unknown
     two_classes_per_image: bool | None = None
+    # (B, K) classes accepted as correct, padded with -1 (ImageNet-ReaL style, e.g. builtin:photos);
+    # None: ``labels`` is the only correct class
+    accepted: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -1,29 +1,43 @@
-"""Where the audited model comes from: ``builtin:``, ``torchvision:``, ``import:``, ``torchscript:``.
+"""Where the audited model comes from: ``builtin:``, ``torchvision:``, ``timm:``, ``import:``,
+``torchscript:``.
 
-Weights are state_dicts loaded with ``torch.load(..., weights_only=True)``; a file that would need
-to unpickle code is refused. TorchScript goes through ``torch.jit.load``. ``import:`` runs the
-user's own Python code (the suite's folder is importable): only audit code you trust.
+Weights are state_dicts read by :mod:`audit.models.weights` (``weights_only``: a file that
+would need to unpickle code is refused; checkpoint dicts, ``module.`` prefixes and missing
+``num_batches_tracked`` are handled and reported). TorchScript goes through ``torch.jit.load``.
+``import:`` runs the user's own Python code (the suite's folder is importable): only audit code
+you trust.
+
+Every model is built under a torch RNG seeded from the suite seed and the source
+(:func:`audit.seeding.derive_seed`), so a model without weights (``torchvision:resnet18`` with
+random init, a ``timm:`` architecture, an ``import:`` factory that initialises randomly) is the
+same model, with the same digest, run after run.
+
+Builtin models: ``shapes-resnet`` (the reference, shipped) and ``efficientnet-lite0`` (a real
+pretrained ImageNet classifier, :mod:`audit.builtin.efficientnet`; the optional extra ``real``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import pickle
+import importlib.util
 import sys
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from audit.errors import UserError
+from audit.models.contract import Output, ProbabilitiesToLogits
+from audit.models.weights import StateNotes, apply_state_dict, classifier_classes, classifier_key, read_state_dict
+from audit.seeding import derive_seed
 from audit.spec import InputSpec
 
 IMAGENET = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-SCHEMES = ("builtin", "torchvision", "import", "torchscript")
+SCHEMES = ("builtin", "torchvision", "timm", "import", "torchscript")
+CHANNELS = (1, 3)  # images load as greyscale (1) or RGB (3)
 
 
 @dataclass
@@ -32,6 +46,8 @@ class LoadedModel:
     spec: InputSpec
     source: str
     digest: str  # sha256 over the parameters and buffers
+    output: Output | None = None  # model.output as declared (None: logits expected)
+    notes: list[str] = field(default_factory=list)  # what loading the weights did, for the log
 
 
 def _builtin_models() -> dict[str, Callable[[], tuple[nn.Module, InputSpec]]]:
@@ -40,15 +56,39 @@ def _builtin_models() -> dict[str, Callable[[], tuple[nn.Module, InputSpec]]]:
 
         return load_reference(), INPUT_SPEC
 
-    return {"shapes-resnet": shapes_resnet}
+    def efficientnet_lite0():
+        from audit.builtin.efficientnet import load_efficientnet_lite0
+
+        return load_efficientnet_lite0()
+
+    return {"shapes-resnet": shapes_resnet, "efficientnet-lite0": efficientnet_lite0}
 
 
 def split_source(source: str) -> tuple[str, str]:
     scheme, sep, rest = source.partition(":")
     if not sep or scheme not in SCHEMES or not rest:
-        raise ValueError(f"source {source!r} must be one of builtin:NAME, torchvision:ARCH, "
+        raise ValueError(f"source {source!r} must be one of builtin:NAME, torchvision:ARCH, timm:ARCH, "
                          "import:pkg.module:callable, torchscript:PATH")
     return scheme, rest
+
+
+def _timm_problem(arch: str) -> str | None:
+    if importlib.util.find_spec("timm") is None:
+        return "timm: models need timm (the optional extra 'real'); run make setup or pip install 'explain-audit[real]'"
+    import timm
+
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=1)
+        return f"timm has no model {arch!r} — " + (f"did you mean {close[0]!r}?" if close else "see timm.list_models()")
+    return None
+
+
+def model_channels(cfg) -> int:
+    """Channels the model takes: as many as ``input.mean`` has values (builtin, torchvision and
+    timm models without ``input:`` take 3)."""
+    return len(cfg.input.mean) if cfg.input is not None else 3
 
 
 def check_model_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
@@ -61,6 +101,11 @@ def check_model_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, s
     if scheme == "builtin" and rest not in _builtin_models():
         problems.append(("source", f"unknown builtin model {rest!r}; use one of "
                                    f"{', '.join('builtin:' + n for n in _builtin_models())}"))
+    if scheme == "builtin" and rest == "efficientnet-lite0":
+        from audit.builtin.efficientnet import missing_message, missing_packages
+
+        if missing_packages():
+            problems.append(("source", missing_message("builtin:efficientnet-lite0")))
     if scheme == "torchvision":
         import torchvision
 
@@ -70,6 +115,8 @@ def check_model_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, s
             close = difflib.get_close_matches(rest, torchvision.models.list_models(), n=1)
             hint = f"did you mean {close[0]!r}?" if close else "see torchvision.models.list_models()"
             problems.append(("source", f"torchvision has no classification model {rest!r} — {hint}"))
+    if scheme == "timm" and (problem := _timm_problem(rest)):
+        problems.append(("source", problem))
     if scheme == "import" and rest.count(":") != 1:
         problems.append(("source", "write import:pkg.module:callable (module path, colon, callable)"))
     if scheme == "torchscript" and not resolve(rest).is_file():
@@ -83,54 +130,47 @@ def check_model_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, s
                                         "path (relative paths start at the suite's folder)"))
     if scheme in ("import", "torchscript") and cfg.input is None:
         problems.append(("source", f"a {scheme}: model needs input: {{size:, mean:, std:}} in the suite"))
+    if cfg.input is not None and len(cfg.input.mean) not in CHANNELS:
+        problems.append(("input", f"input.mean has {len(cfg.input.mean)} values: images load as greyscale "
+                                  "(1 value) or RGB (3 values); give 1 or 3"))
+    elif cfg.input is not None and scheme in ("builtin", "torchvision", "timm") and len(cfg.input.mean) != 3:
+        problems.append(("input", f"{scheme}: models take RGB images; give 3 values in input.mean and input.std"))
     return problems
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from ``path``, refusing anything that would unpickle code."""
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"refusing to load {path}: it holds pickled Python objects, not only tensors, "
-                        "and loading it could run code; save plain weights with "
-                        "torch.save(model.state_dict(), PATH)") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}; "
-                        "it must be a file written by torch.save(model.state_dict(), PATH)") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} is not a state_dict (a mapping of names to tensors); save it with "
-                        "torch.save(model.state_dict(), PATH)")
-    return state
+    """A state_dict from ``path`` (see :func:`audit.models.weights.read_state_dict`)."""
+    return read_state_dict(path)
 
 
-def _apply_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2]
-        detail = first[0][:200] if first else "keys or shapes differ"
-        raise UserError(f"weights {path} do not fit {what}: {detail}; use weights saved from the "
-                        "same architecture") from None
+def _with_classes(build: Callable[[int], nn.Module], cfg, resolve, what: str,
+                  notes: StateNotes) -> nn.Module:
+    """``build(num_classes)`` with ``num_classes`` from the suite, else from the weights'
+    classifier (Linear or 1×1 conv), else 1000; weights applied."""
+    state = read_state_dict(resolve(cfg.weights), notes) if cfg.weights else None
+    num_classes, model = cfg.num_classes, None
+    if num_classes is None and state is not None:
+        probe = build(1000)
+        num_classes = classifier_classes(state, classifier_key(probe, 1000))
+        if num_classes is None:
+            raise UserError(f"cannot tell the number of classes of {resolve(cfg.weights)} (no Linear or "
+                            "1x1-conv classifier weight found); set model.num_classes")
+        if num_classes == 1000:
+            model = probe
+        else:
+            notes.lines.append(f"model: {num_classes} classes, read from the weights' classifier")
+    if model is None:
+        model = build(num_classes or 1000)
+    if state is not None:
+        apply_state_dict(model, state, resolve(cfg.weights), f"{what} with {num_classes} classes", notes)
+    return model
 
 
-def _classifier_classes(state: dict[str, torch.Tensor]) -> int | None:
-    """Number of classes of a classification state_dict: rows of its last 2-D weight."""
-    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return int(matrices[-1].shape[0]) if matrices else None
-
-
-def _torchvision(arch: str, cfg, resolve) -> tuple[nn.Module, InputSpec]:
+def _torchvision(arch: str, cfg, resolve, notes: StateNotes) -> tuple[nn.Module, InputSpec]:
     import torchvision
 
-    state = load_state_dict(resolve(cfg.weights)) if cfg.weights else None
-    num_classes = cfg.num_classes or (_classifier_classes(state) if state else None) or 1000
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    if state is not None:
-        _apply_weights(model, state, resolve(cfg.weights), f"torchvision:{arch} with {num_classes} classes")
+    model = _with_classes(lambda n: torchvision.models.get_model(arch, weights=None, num_classes=n),
+                          cfg, resolve, f"torchvision:{arch}", notes)
     spec = IMAGENET
     try:  # the weights enum knows the preprocessing without downloading anything
         transforms = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
@@ -140,7 +180,21 @@ def _torchvision(arch: str, cfg, resolve) -> tuple[nn.Module, InputSpec]:
     return model, spec
 
 
-def _import(target: str, cfg, resolve) -> nn.Module:
+def _timm(arch: str, cfg, resolve, notes: StateNotes) -> tuple[nn.Module, InputSpec]:
+    if (problem := _timm_problem(arch)) is not None:
+        raise UserError(problem)
+    import timm
+
+    model = _with_classes(lambda n: timm.create_model(arch, pretrained=False, num_classes=n),
+                          cfg, resolve, f"timm:{arch}", notes)
+    pretrained = getattr(model, "pretrained_cfg", None) or {}  # timm's preprocessing, no download
+    size = pretrained.get("input_size", (3, 224, 224))[-1]
+    spec = InputSpec(int(size), tuple(pretrained.get("mean", IMAGENET.mean)),
+                     tuple(pretrained.get("std", IMAGENET.std)))
+    return model, spec
+
+
+def _import(target: str, cfg, resolve, notes: StateNotes) -> nn.Module:
     module_name, _, attr = target.partition(":")
     folder = str(resolve("."))
     added = folder not in sys.path
@@ -161,7 +215,8 @@ def _import(target: str, cfg, resolve) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UserError(f"import:{target} returned {type(model).__name__}, not a torch.nn.Module")
     if cfg.weights:
-        _apply_weights(model, load_state_dict(resolve(cfg.weights)), resolve(cfg.weights), f"import:{target}")
+        apply_state_dict(model, read_state_dict(resolve(cfg.weights), notes), resolve(cfg.weights),
+                         f"import:{target}", notes)
     return model
 
 
@@ -174,27 +229,41 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_model(cfg, resolve: Callable[[str], Path], device: torch.device) -> LoadedModel:
-    """Build the suite's model in eval mode on ``device``. Raises :class:`UserError` on bad input."""
+def _build(cfg, resolve, notes: StateNotes) -> tuple[nn.Module, InputSpec | None]:
     scheme, rest = split_source(cfg.source)
     if scheme == "builtin":
         model, spec = _builtin_models()[rest]()
         if cfg.weights:
-            _apply_weights(model, load_state_dict(resolve(cfg.weights)), resolve(cfg.weights), cfg.source)
-    elif scheme == "torchvision":
-        model, spec = _torchvision(rest, cfg, resolve)
-    elif scheme == "import":
-        model, spec = _import(rest, cfg, resolve), None
-    else:
-        path = resolve(rest)
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise UserError(f"cannot load TorchScript file {path}: {str(exc).splitlines()[0][:200]}; "
-                            "save it with torch.jit.save(torch.jit.script(model), PATH)") from None
-        spec = None
+            apply_state_dict(model, read_state_dict(resolve(cfg.weights), notes), resolve(cfg.weights),
+                             cfg.source, notes)
+        return model, spec
+    if scheme == "torchvision":
+        return _torchvision(rest, cfg, resolve, notes)
+    if scheme == "timm":
+        return _timm(rest, cfg, resolve, notes)
+    if scheme == "import":
+        return _import(rest, cfg, resolve, notes), None
+    path = resolve(rest)
+    try:
+        return torch.jit.load(str(path), map_location="cpu"), None
+    except Exception as exc:
+        raise UserError(f"cannot load TorchScript file {path}: {str(exc).splitlines()[0][:200]}; "
+                        "save it with torch.jit.save(torch.jit.script(model), PATH)") from None
+
+
+def load_model(cfg, resolve: Callable[[str], Path], device: torch.device, seed: int = 0) -> LoadedModel:
+    """Build the suite's model in eval mode on ``device``, its random init (where weights do not
+    replace it) drawn from ``seed``. Raises :class:`UserError` on bad input."""
+    notes = StateNotes()
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG stream is left as it was
+        torch.manual_seed(derive_seed(seed, "model-init", cfg.source))
+        model, spec = _build(cfg, resolve, notes)
     if cfg.input is not None:
         spec = InputSpec(cfg.input.size, tuple(cfg.input.mean), tuple(cfg.input.std))
     assert spec is not None  # validation requires input: where the source cannot tell
+    output = getattr(cfg, "output", None)
+    if output == "probabilities":
+        model = ProbabilitiesToLogits(model)
+        notes.lines.append("model.output: probabilities — the audit uses log(p) as logits")
     model = model.to(device).eval()
-    return LoadedModel(model, spec, cfg.source, model_digest(model))
+    return LoadedModel(model, spec, cfg.source, model_digest(model), output, notes.lines)
