@@ -374,9 +374,9 @@ def _map_problems(explainer: Explainer | None, explainer_id: str, role: str,
 def _with_map_problems(result: MetricResult, metric: Metric,
                        problems: dict[str, list[tuple[str, str] | None]]) -> MetricResult:
     """``result`` with the images whose maps the metric reads unusable turned into errors or skips."""
-    roles = ["attacked"]
-    if metric.compares == "maps":
-        roles += ["clean"] + (["swapped-class"] if metric.needs_swap_map() else [])
+    roles = ["clean", "attacked"] if metric.compares == "maps" else ["attacked"]
+    if metric.compares == "maps" and metric.needs_swap_map():
+        roles.append("swapped-class")
     for role in roles:
         for i, problem in enumerate(problems[role]):
             if problem is not None and result.status[i] not in ("error", problem[0]):

@@ -83,7 +83,12 @@ def test_engine_refuses_rejected_maps_with_the_reason(tmp_path, monkeypatch):
     by_sample = {}
     for r in result.records:
         by_sample.setdefault(r["sample"], set()).add((r["status"], r.get("reason")))
-    assert by_sample[1] == {("skipped", "saliency clean map rejected: relevance not conserved: test")}
+    # each metric names the first rejected map it reads: spearman the clean one, the pointing game
+    # (which reads the attacked setting's map only) the attacked one
+    assert by_sample[1] == {("skipped", "saliency clean map rejected: relevance not conserved: test"),
+                            ("skipped", "saliency attacked map rejected: relevance not conserved: test")}
+    spearman = {r.get("reason") for r in result.records if r["sample"] == 1 and r["metric"] == "spearman"}
+    assert spearman == {"saliency clean map rejected: relevance not conserved: test"}
     assert all(status in ("ok", "degenerate") for s in (0, 2) for status, _ in by_sample[s])
     assert all(row["n"] == 2 and row["skipped"] == 1 for row in result.summary)
     assert "saliency clean map rejected" in (tmp_path / "out" / "report.md").read_text()

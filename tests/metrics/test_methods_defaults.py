@@ -46,8 +46,9 @@ def test_causal_curves_start_and_end_where_methods_says(name):
 
 def test_fsr_topk_loss_squares_the_normalised_map():
     # clean map: a ramp, its top 10 % (26 of 256 pixels) are the last 26; attacked map normalised
-    # to 0.5 on exactly those pixels: t = mean h² = 0.25 ∈ [0, 0.3] (fooled); with |h| t would be
-    # 0.5 (not fooled)
+    # to 0.5 on exactly those pixels: mean h² = 0.25, relative to the clean map's own mean h² there
+    # (issue O: the clean map scores t = 1) t = 0.25 / 0.905 = 0.276 ∈ [0, 0.3] (fooled); with |h|
+    # t would be 0.5 / 0.951 = 0.526 (not fooled)
     clean = torch.arange(256, dtype=torch.float32).view(1, 16, 16)
     attacked = torch.zeros(1, 256)
     attacked[0, 0] = 1.0
@@ -56,9 +57,10 @@ def test_fsr_topk_loss_squares_the_normalised_map():
     fsr = METRICS.create("fsr", {"fooling": "topk"})
     assert fsr.params.topk_fraction == 0.1
     loss, _ = fsr.test_loss(inputs)
-    assert float(loss[0]) == pytest.approx(0.25)
+    own = ((torch.arange(230, 256, dtype=torch.float64) / 255) ** 2).mean().item()
+    assert float(loss[0]) == pytest.approx(0.25 / own)
     assert fsr.compute(inputs).values.tolist() == [1.0]
-    attacked[0, -26:] = 0.6  # t = 0.36, outside R
+    attacked[0, -26:] = 0.6  # t = 0.36 / 0.905 = 0.40, outside R
     inputs = make_inputs(images(1), map_clean=clean, map_attacked=attacked.view(1, 16, 16))
     assert fsr.compute(inputs).values.tolist() == [0.0]
 
