@@ -4,8 +4,8 @@ A small CNN, the *discriminator* D, learns to tell clean training images from RI
 ones, made with this project's RISE mask generator (:func:`audit.rise_masks.generate_masks`)
 with the grid size s, the keep-probability p and the fill drawn at random per image (``fills``,
 default zero, mean, blur, noise), so that it generalises over RISE's settings. Its threshold τ
-is calibrated on held-out clean training images so that at most ``max_clean_flag_rate`` of
-them are called masked. The gated model is
+is calibrated on held-out clean training images so that the rate of clean images called masked
+is at most ``max_clean_flag_rate`` with 95 % confidence (Clopper–Pearson upper bound). The gated model is
 
     g(x) = f(x)                 if D(x) <= τ   (clean: the base model's logits, unchanged)
     g(x) = 0  or  decoy(x)      otherwise      (``gate_output: zeros`` | ``decoy``)
@@ -150,9 +150,25 @@ def masked_copies(x: torch.Tensor, spec: InputSpec, params: GatingParams, gen: t
     return out
 
 
-def calibrate_threshold(scores: torch.Tensor, max_rate: float) -> torch.Tensor:
-    """τ such that at most floor(max_rate * n) of ``scores`` exceed it: the (m + 1)-th largest."""
-    allowed = int(math.floor(max_rate * scores.numel()))
+def allowed_flags(n: int, max_rate: float, confidence: float = 0.95) -> int:
+    """The most held-out clean images that may be flagged, m, such that the one-sided
+    ``confidence`` Clopper–Pearson upper bound of the clean flag rate, Beta.ppf(confidence,
+    m + 1, n - m), is still <= ``max_rate``; 0 when even m = 0 exceeds it (then nothing of the
+    held-out set is flagged)."""
+    from scipy.stats import beta
+
+    m = 0
+    while m + 1 < n and beta.ppf(confidence, m + 2, n - m - 1) <= max_rate:
+        m += 1
+    return m
+
+
+def calibrate_threshold(scores: torch.Tensor, max_rate: float, confidence: float = 0.95) -> torch.Tensor:
+    """τ with at most :func:`allowed_flags` of the held-out clean ``scores`` above it (the
+    (m + 1)-th largest score), so the flag rate on *unseen* clean images is at most ``max_rate``
+    with ``confidence`` — calibrating to exactly ``max_rate`` on the held-out set would flag
+    about that rate on new images, and more half of the time."""
+    allowed = allowed_flags(scores.numel(), max_rate, confidence)
     return torch.sort(scores, descending=True).values[min(allowed, scores.numel() - 1)]
 
 

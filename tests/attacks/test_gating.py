@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from audit.attacks.base import ATTACKS, AttackContext
-from audit.attacks.gating import Decoy, Discriminator, GatedModel, GatingParams, calibrate_threshold
+from audit.attacks.gating import (
+    Decoy,
+    Discriminator,
+    GatedModel,
+    GatingParams,
+    allowed_flags,
+    calibrate_threshold,
+)
 from audit.explainers._graph import find_target_layer
 from audit.fills import fill
 from audit.rise_masks import generate_masks
@@ -14,13 +21,20 @@ from audit.testing import TINY_SPEC, check_attack, tiny_inputs, tiny_model, tiny
 FAST = {"steps": 4, "images": 24, "calibration": 8, "decoy_steps": 4}
 
 
-def test_threshold_flags_at_most_the_allowed_fraction():
-    scores = torch.randperm(200).float()
-    for rate, allowed in ((0.01, 2), (0.0, 0), (0.05, 10)):
-        tau = calibrate_threshold(scores, rate)
-        assert int((scores > tau).sum()) == allowed  # as many as allowed, no fewer
+def test_threshold_flags_the_most_the_confidence_bound_allows():
+    from scipy.stats import beta
+
+    scores = torch.randperm(1000).float()
+    for rate in (0.01, 0.05, 0.001):
+        m = allowed_flags(1000, rate)
+        # m flags keep the 95 % upper bound of the clean flag rate within the rate; m + 1 would not
+        assert m == 0 or beta.ppf(0.95, m + 1, 1000 - m) <= rate
+        assert beta.ppf(0.95, m + 2, 1000 - m - 1) > rate
+        assert int((scores > calibrate_threshold(scores, rate)).sum()) == m
+    assert allowed_flags(1000, 0.01) == 4 and allowed_flags(512, 0.01) == 1
+    assert allowed_flags(100, 0.01) == 0  # too few held-out images to allow any
     ties = torch.tensor([3.0, 3.0, 3.0, 1.0])
-    assert int((ties > calibrate_threshold(ties, 0.5)).sum()) <= 2
+    assert int((ties > calibrate_threshold(ties, 0.9)).sum()) <= allowed_flags(4, 0.9)
 
 
 def _gate(threshold: float, decoy: bool = False):
