@@ -10,7 +10,8 @@ from audit.attacks.base import ATTACKS, Attack
 from audit.testing import ConformanceError, check_attack
 
 # Small budgets so the table runs in seconds; the checks are about the plumbing.
-FAST: dict[str, dict] = {"manipulation": {"steps": 2, "batch_size": 4}}
+FAST: dict[str, dict] = {"manipulation": {"steps": 2, "batch_size": 4},
+                        "gating": {"steps": 4, "images": 24, "calibration": 8, "decoy_steps": 4}}
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

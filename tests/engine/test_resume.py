@@ -76,3 +76,47 @@ def test_kill_and_resume_gives_identical_results(tmp_path, explain_audit, cli_en
     again = run(explain_audit, cli_env, suite, tmp_path / "again", cache)
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert again.returncode in (0, 1) and manifest["cache"]["misses"] == 0
+
+
+TRAINING_SUITE = """\
+name: resume-training
+seed: 6
+device: cpu
+model: {source: builtin:shapes-resnet}
+data: {source: builtin:shapes, n: 8, batch_size: 4}
+explainers: [saliency]
+attacks: [none, {gating: {steps: 30, batch_size: 8, images: 64, calibration: 32, width: 4}}]
+metrics: [spearman, agreement]
+"""
+
+
+@pytest.mark.slow
+def test_kill_during_training_and_resume_gives_identical_results(tmp_path, explain_audit, cli_env):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TRAINING_SUITE)
+    reference = tmp_path / "reference"
+    assert run(explain_audit, cli_env, suite, reference, tmp_path / "cache-ref").returncode in (0, 1)
+
+    cache, out = tmp_path / "cache", tmp_path / "resumed"
+    proc = run(explain_audit, cli_env, suite, out, cache, "train:17")  # in the middle of training
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert not (out / "results.jsonl").exists()
+    final = run(explain_audit, cli_env, suite, out, cache)
+    assert final.returncode in (0, 1), final.stderr
+    for name in OUTPUTS:
+        assert (out / name).read_text() == (reference / name).read_text(), name
+    import json
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "prepare gating" in manifest["timings_s"]
+    assert manifest["training_data"]["description"].startswith("builtin:shapes split=train")
+    # the trained state is cached: a further run imports it instead of training again
+    proc = subprocess.run([*explain_audit, "run", str(suite), "--out", str(tmp_path / "again")],
+                          env={**cli_env, "EXPLAIN_AUDIT_CACHE": str(cache)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode in (0, 1) and "prepare gating: step" not in proc.stderr, proc.stderr
+    # while a run that trains shows its steps and loss
+    proc = subprocess.run([*explain_audit, "run", str(suite), "--out", str(tmp_path / "fresh")],
+                          env={**cli_env, "EXPLAIN_AUDIT_CACHE": str(tmp_path / "cache-fresh")},
+                          capture_output=True, text=True, timeout=600)
+    assert "prepare gating: step 30/30 loss=" in proc.stderr, proc.stderr
