@@ -10,6 +10,7 @@ A metric declares what it compares (``compares``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -47,6 +48,9 @@ class MetricInputs:
     # (its most probable class other than the target). The engine computes it only when a metric
     # of the cell says ``needs_swap_map()``.
     map_swap: torch.Tensor | None = None
+    # the cell's explainer, seeded as the cell's maps are: explain(model, x, target, sample_ids)
+    # -> (B, H, W) detached float maps; None for model-level metrics (sensitivity metrics re-explain)
+    explain: Callable[[nn.Module, torch.Tensor, torch.Tensor, tuple[int, ...]], torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
