@@ -15,7 +15,8 @@ draws within 1e-4). The draws are per image from a CPU generator seeded by the c
 image's id, and the two metrics of a cell use the same draws. The re-explanations run as
 ``n_samples`` batches of the whole image batch (one draw per image each).
 
-An all-zero Φ(x) makes the ratio undefined: the image is ``skipped`` with that reason.
+An all-zero Φ(x) makes the ratio undefined: the image is ``skipped`` with that reason. Another
+constant Φ(x) is counted ``degenerate`` (METHODS §0) with its (defined) value.
 Values are ≥ 0 (dimensionless; 1 means the change is as large as the map).
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from audit.maps import is_degenerate
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.registry import Params
 from audit.seeding import generator
@@ -77,7 +79,9 @@ class _Sensitivity(Metric):
     def compute(self, inputs: MetricInputs) -> MetricResult:
         ratios, zero = sensitivities(inputs, self.params.radius, self.params.n_samples)
         values = self._reduce(ratios).cpu()
-        result = MetricResult.from_values(torch.where(zero.cpu(), torch.zeros_like(values), values))
+        # a constant map has no ranking (METHODS §0): counted degenerate, its ratio still defined
+        result = MetricResult.from_values(torch.where(zero.cpu(), torch.zeros_like(values), values),
+                                          is_degenerate(inputs.map_attacked).cpu())
         for i, is_zero in enumerate(zero.tolist()):
             if is_zero:
                 result.values[i] = float("nan")
