@@ -44,6 +44,42 @@ def test_fragility_topk_moves_the_top_pixels_and_keeps_labels():
     assert inter.mean() < 0.7
 
 
+class _Tied(nn.Module):
+    """The tiny model with its top-2 logits tied up to 1e-6 at one image: any move may flip it."""
+
+    def __init__(self, base, x):
+        super().__init__()
+        self.base = base
+        with torch.no_grad():
+            logits = base(x)[0]
+        top2 = logits.topk(2).indices
+        offset = torch.zeros_like(logits)
+        offset[top2[0]] = logits[top2[0]] - logits[top2[1]] - 1e-6
+        self.register_buffer("offset", offset)
+
+    def forward(self, x):
+        return self.base(x) - self.offset
+
+
+def test_fragility_returns_only_iterates_that_keep_the_label():
+    base, x, _ = _setup()
+    flipped = 0
+    for i in range(N):
+        model = _Tied(base, x[i:i + 1]).eval()
+        with torch.no_grad():
+            pred = model(x[i:i + 1]).argmax(1)
+        ctx = AttackContext(TINY_SPEC, seed=1, sample_ids=(i,))
+        out = ATTACKS.create("fragility", {"eps": 0.03, "steps": 4, "step_size": 0.01}).perturb(
+            model, x[i:i + 1], pred, ctx)
+        with torch.no_grad():
+            assert torch.equal(model(out).argmax(1), pred)
+        # the same steps without the label check would flip this near-tied image
+        noise = ATTACKS.create("gaussian_noise", {"sigma": 0.01}).perturb(model, x[i:i + 1], pred, ctx)
+        with torch.no_grad():
+            flipped += int(model(noise).argmax(1).item() != pred.item())
+    assert flipped >= 1  # the images are really on the boundary
+
+
 def test_fragility_center_mass_moves_the_centre():
     from audit.metrics.similarity import com_displacement
 
