@@ -11,7 +11,9 @@ from audit.testing import ConformanceError, check_attack
 
 # Small budgets so the table runs in seconds; the checks are about the plumbing.
 FAST: dict[str, dict] = {"manipulation": {"steps": 2, "batch_size": 4},
-                        "gating": {"steps": 4, "images": 24, "calibration": 8, "decoy_steps": 4}}
+                        "gating": {"steps": 4, "images": 24, "calibration": 8, "decoy_steps": 4},
+                        "pgd": {"steps": 2}, "iterative_targeted": {"max_steps": 4},
+                        "fragility": {"steps": 2}, "targeted_map": {"steps": 2}}
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

@@ -15,6 +15,13 @@ B, H, W = 5, 16, 16
 NAMES = METRICS.names()
 
 
+def _explain(model, x, target, ids):
+    """SimpleGrad as the cell's explainer (sensitivity metrics re-explain perturbed inputs)."""
+    from audit.explainers.base import EXPLAINERS, ExplainContext
+
+    return EXPLAINERS.create("saliency")(model, x, target, ExplainContext(SPEC, 0, tuple(ids)))
+
+
 def build_inputs(seed: int = 7, rows=slice(None)) -> MetricInputs:
     """Fresh tensors each call (no memo can recognise them). Image 0's attacked map and image 1's
     clean map are constant (degenerate)."""
@@ -36,7 +43,7 @@ def build_inputs(seed: int = 7, rows=slice(None)) -> MetricInputs:
                         attacked_model=attacked_model, target=predicted[rows], labels=labels[rows],
                         predicted=predicted[rows], predicted_attacked=predicted_att[rows],
                         map=clean[rows], map_attacked=attacked[rows], truth=truth[rows], seed=seed,
-                        sample_ids=ids[rows], map_swap=clean.flip(0)[rows])
+                        sample_ids=ids[rows], map_swap=clean.flip(0)[rows], explain=_explain)
 
 
 def compute(name: str, inputs: MetricInputs) -> MetricResult:

@@ -218,6 +218,17 @@ class Runner:
         self.cache.put_tensors("maps", key, {"map": maps})
         return maps
 
+    def _explain_fn(self, explainer_id: str):
+        """The explainer of a cell as metrics call it (uncached, seeded like the cell's maps)."""
+        explainer = self.explainers[explainer_id]
+        seed = derive_seed(self.suite.seed, "explainer", explainer_id)
+
+        def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids) -> torch.Tensor:
+            ctx = ExplainContext(self.model.spec, seed, tuple(ids), self.device)
+            return explainer(model, x, target, ctx)
+
+        return explain
+
     @staticmethod
     def _records(attack: str, explainer: str, metric: str, ids, result: MetricResult) -> list[dict]:
         out = []
@@ -335,13 +346,14 @@ class Runner:
                                         for m in (map_clean, map_att, map_swap))
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
+        explain = None if group == NO_EXPLAINER else self._explain_fn(group)
         for metric_id in metric_ids:
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
                 accepted=None if batch.accepted is None else batch.accepted.to(self.device),
-                seed=seed, sample_ids=tuple(ids), device=self.device,
+                seed=seed, sample_ids=tuple(ids), device=self.device, explain=explain,
                 two_classes_per_image=not self.data.single_label)
             results[metric_id] = _with_map_problems(self._compute(metric_id, inputs), self.metrics[metric_id],
                                                     problems)

@@ -10,6 +10,7 @@ A metric declares what it compares (``compares``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -53,6 +54,9 @@ class MetricInputs:
     # (B, K) classes accepted as correct, padded with -1 (ImageNet-ReaL style, e.g. builtin:photos);
     # None: ``labels`` is the only correct class
     accepted: torch.Tensor | None = None
+    # the cell's explainer, seeded as the cell's maps are: explain(model, x, target, sample_ids)
+    # -> (B, H, W) detached float maps; None for model-level metrics (sensitivity metrics re-explain)
+    explain: Callable[[nn.Module, torch.Tensor, torch.Tensor, tuple[int, ...]], torch.Tensor] | None = None
 
     @property
     def batch_size(self) -> int:

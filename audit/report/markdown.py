@@ -77,6 +77,43 @@ def _randomisation_section(result, suite: dict) -> list[str]:
     return lines
 
 
+# Below this mean Spearman between the clean map and the map of the shifted input on the
+# compensated model (functionally the same network), the explainer is not input invariant
+# (Kindermans et al. 2019): its map depends on a constant the model ignores.
+INPUT_INVARIANT_MIN = 0.99
+
+
+def _input_invariance_section(result, suite: dict) -> list[str]:
+    """Which explainers' maps change under constant_shift (Kindermans et al.'s input invariance)."""
+    attacks = [a["id"] for a in suite["attacks"] if a["plugin"] == "constant_shift"]
+    rank_metrics = [m["id"] for m in suite["metrics"] if m["plugin"] == "spearman"]
+    rows = [r for r in result.summary if r["attack"] in attacks and r["metric"] in rank_metrics]
+    if not rows:
+        return []
+    lines = ["", "## Input invariance", "",
+             "Mean Spearman between each explainer's map of the clean image and of the image shifted by a "
+             "constant, explained on the model compensated for the shift (the same function); below "
+             f"{INPUT_INVARIANT_MIN} the explainer is **not input invariant** (Kindermans et al. 2019).", "",
+             "| attack | explainer | mean Spearman | verdict |", "|---|---|---:|---|"]
+    for row in rows:
+        if row["mean"] is None:
+            verdict = "no value"
+        elif row["mean"] < INPUT_INVARIANT_MIN:
+            verdict = "**not input invariant**"
+        else:
+            verdict = f"invariant on these {row['n']} images"
+        lines.append(f"| {_cell(row['attack'])} | {_cell(row['explainer'])} | {_fmt(row['mean'])} | {verdict} |")
+    valued = [r for r in rows if r["mean"] is not None]
+    failing = sorted({r["explainer"] for r in valued if r["mean"] < INPUT_INVARIANT_MIN})
+    if failing:
+        lines += ["", f"Explainers that are not input invariant: {', '.join(failing)}."]
+    elif valued:
+        lines += ["", "Every explainer with a value is input invariant on these images."]
+    else:
+        lines += ["", "No input-invariance row produced a value: the check could not be made."]
+    return lines
+
+
 def render_markdown(result, manifest: dict) -> str:
     suite = manifest["suite"]
     lines = [f"# explain-audit report: {_cell(suite['name'])}", "",
@@ -112,6 +149,7 @@ def render_markdown(result, manifest: dict) -> str:
                      f"| {row['status']} | {row['degenerate']} |")
     lines += _randomisation_section(result, suite)
     lines += transfer_section(result, suite)
+    lines += _input_invariance_section(result, suite)
     reasons = sorted({(r["attack"], r["explainer"], r["metric"], r.get("reason", ""))
                       for r in result.records if r["status"] in ("error", "skipped")})
     if reasons:
