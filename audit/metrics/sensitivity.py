@@ -42,8 +42,7 @@ def noise_draws(inputs: MetricInputs, radius: float, n_samples: int) -> torch.Te
     x = inputs.x_attacked
     b = x.shape[0]
     ids = inputs.sample_ids or tuple(range(b))
-    draws = [(2 * torch.rand((n_samples, *x.shape[1:]), generator=generator(inputs.seed, "sensitivity", int(s),
-                                                                              device="cpu"),
+    draws = [(2 * torch.rand((n_samples, *x.shape[1:]), generator=generator(inputs.seed, "sensitivity", int(s)),
                              dtype=torch.float64) - 1) * radius for s in ids[:b]]
     stacked = torch.stack(draws, dim=1) if draws else torch.zeros((n_samples, 0, *x.shape[1:]), dtype=torch.float64)
     std = torch.tensor(inputs.spec.std, dtype=torch.float64).view(1, 1, -1, 1, 1)
