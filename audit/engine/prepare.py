@@ -104,9 +104,8 @@ class Preparation:
                 raise PreparationError(shipped.error)
             if shipped.state is not None:
                 return attack.import_state(self.base, shipped.state), shipped
-        else:
-            key = self.key(attack_id)
-            state = self.cache.get_tensors("models", key)
+        elif attack.changes_model() or self.trains(attack_id):  # the others have no state to find
+            state = self.cache.get_tensors("models", self.key(attack_id))
             if state is not None:
                 return attack.import_state(self.base, state), Shipped(state)
         if self.worker and self.trains(attack_id):
