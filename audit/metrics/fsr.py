@@ -107,6 +107,7 @@ class FSR(Metric):
 
     higher_is_better = False
     compares = "maps"
+    binary = True  # per-image hit / success: Clopper–Pearson interval in the summary
 
     class Params(Params):
         fooling: Literal["location", "topk", "center_mass", "active"] = "location"

@@ -55,6 +55,7 @@ class PointingGame(Metric):
 
     higher_is_better = True
     compares = "map_truth"
+    binary = True  # per-image hit / success: Clopper–Pearson interval in the summary
 
     class Params(Params):
         tolerance: float = Field(15 / 224, ge=0.0, le=1.0,
