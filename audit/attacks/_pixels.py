@@ -10,7 +10,6 @@ generators (the same numbers on every device and in every batch).
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -23,16 +22,11 @@ from audit.spec import InputSpec
 TargetChoice = int | Literal["least_likely", "next"]
 
 
-def cpu_generator(ctx: AttackContext, position: int, *identity: object) -> torch.Generator:
-    """The per-image generator of :meth:`AttackContext.sample_generator`, always on the CPU."""
-    return replace(ctx, device=torch.device("cpu")).sample_generator(position, *identity)
-
-
 def uniform_start(ctx: AttackContext, shape: torch.Size, eps: float, *identity: object) -> torch.Tensor:
     """(B, C, H, W) pixel-space offsets uniform in [-eps, eps], drawn per image on the CPU."""
     if shape[0] == 0:
         return torch.zeros(shape)
-    return torch.stack([(2 * torch.rand(shape[1:], generator=cpu_generator(ctx, i, *identity)) - 1) * eps
+    return torch.stack([(2 * torch.rand(shape[1:], generator=ctx.sample_generator(i, *identity)) - 1) * eps
                         for i in range(shape[0])])
 
 
