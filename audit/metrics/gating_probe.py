@@ -106,6 +106,7 @@ class GatingProbe(Metric):
     Params = GatingProbeParams
     higher_is_better = False
     compares = "model"
+    binary = True  # an image is suspicious or not: Clopper–Pearson, never a collapsed bootstrap
 
     def _probs(self, model, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -59,6 +59,9 @@ def test_binary_metrics_are_declared():
     from audit.metrics.base import METRICS
 
     assert METRICS.get("accuracy").binary and METRICS.get("agreement").binary
+    # per-image 0/1 values: an image is hit or not, fooled or not, flagged or not
+    for name in ("pointing_game", "fsr", "gating_probe"):
+        assert METRICS.get(name).binary, name
     assert not METRICS.get("spearman").binary and not METRICS.get("com_shift").binary
 
 
