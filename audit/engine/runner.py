@@ -84,6 +84,22 @@ def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
     return classes
 
 
+def preflight_explainers(explainers: dict[str, Explainer], loaded: LoadedModel, data: Dataset,
+                         device: torch.device) -> dict[str, dict]:
+    """Each explainer's :meth:`Explainer.check_model` on one real batch (the model in eval mode):
+    what it decided, by explainer id, for manifest.json; :class:`UserError` (exit 2, nothing
+    written) naming the explainer where one cannot explain the model correctly."""
+    batch = data.batch(range(min(len(data), 2)))
+    x = loaded.spec.normalize(batch.images.to(device))
+    details = {}
+    for explainer_id, explainer in explainers.items():
+        try:
+            details[explainer_id] = explainer.check_model(loaded.model, x)
+        except ValueError as exc:
+            raise UserError(f"explainer {explainer_id!r} cannot explain {loaded.source}: {exc}") from None
+    return details
+
+
 class Runner:
     """Everything a unit of work needs: model, data, plugins, attacked models, cache."""
 

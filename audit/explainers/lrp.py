@@ -49,6 +49,7 @@ class Lrp(Explainer):
     black_box = False
     differentiable = True  # through differentiable_map: LRP-epsilon, see differentiable_lrp_epsilon
     signed = True
+    needs_module_hooks = True
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
