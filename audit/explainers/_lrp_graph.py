@@ -76,7 +76,7 @@ _ROUTING_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
 # Functions and methods on tensors that only route values: relevance passes through them intact.
 _ROUTING = {torch.flatten, torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.reshape, torch.squeeze,
             torch.unsqueeze, torch.transpose, torch.permute, operator.getitem, F.dropout, F.dropout2d,
-            torch.narrow}
+            torch.narrow, getattr}
 _ROUTING_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "contiguous", "chunk", "split",
                     "squeeze", "unsqueeze", "clone", "narrow", "size", "dim", "expand_as"}
 # Functional activations and pools, and the modules that replace them.
