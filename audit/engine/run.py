@@ -16,7 +16,7 @@ from audit.engine.backends import BACKENDS, run_local, run_processes, run_ray
 from audit.engine.cache import Cache
 from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
-from audit.engine.runner import Runner, order_records, preflight
+from audit.engine.runner import Runner, order_records, preflight, preflight_explainers, run_batch_sizes
 from audit.engine.suite import LoadedSuite
 from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK, UserError
 from audit.metrics.base import METRICS
@@ -60,7 +60,9 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     wall_started = time.perf_counter()
     cache = Cache(cache_dir)
     runner = Runner(loaded, cache, log=progress.log)
-    preflight(runner.model, runner.data, runner.device)
+    preflight(runner.model, runner.data, runner.device,
+              run_batch_sizes(loaded.suite, runner.explainers, len(runner.data), runner.device))
+    explainer_details = preflight_explainers(runner.explainers, runner.model, runner.data, runner.device)
     progress.log(f"model {runner.model.source} on {runner.device}; data {runner.data.description}")
     for note in runner.model.notes:  # what loading the weights did (checkpoint key, prefixes, …)
         progress.log(note)
@@ -96,6 +98,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
                               platform.python_version())
     manifest["training_data"] = None if runner.training is None else {
         "description": runner.training.description, "digest": runner.training.digest}
+    manifest["explainers"] = explainer_details  # what each decided about the model (Grad-CAM's layer)
     manifest["prepared"] = runner.preparation.summaries()  # e.g. a manipulation's training curves
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,

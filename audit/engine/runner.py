@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +35,14 @@ from audit.engine.plan import NO_EXPLAINER, plan_cells
 from audit.engine.prepare import Preparation, Shipped
 from audit.engine.suite import LoadedSuite, training_plugins
 from audit.errors import UserError
+from audit.explainers._graph import script_modules
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.models.contract import check_deterministic, check_output
+from audit.models.inference import forward_chunk
 from audit.models.sources import LoadedModel, load_model
 from audit.seeding import derive_seed
+from audit.testing import LOGIT_ATOL
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,15 @@ class Unit:
     group: str  # an explainer id, or '-' for the model-level metrics
 
 
-def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
+def preflight(loaded: LoadedModel, data: Dataset, device: torch.device, batch_sizes: Sequence[int] = ()) -> int:
     """One real batch through the model, twice: finite 2-D logits with a class for every label,
     bit-identical both times (eval-mode determinism), and logits rather than probabilities or
-    log-probabilities unless ``model.output`` says so (:mod:`audit.models.contract`)."""
+    log-probabilities unless ``model.output`` says so (:mod:`audit.models.contract`).
+
+    A model with TorchScript in it is also run at every size of ``batch_sizes`` (the batch and
+    chunk sizes the run will use; see :func:`run_batch_sizes`): a ``torch.jit.trace`` records the
+    batch size it was traced at wherever the code turned a shape into a number, and then fails —
+    or broadcasts — at any other size."""
     batch = data.batch(range(min(len(data), 4)))
     x = loaded.spec.normalize(batch.images.to(device))
     try:
@@ -73,6 +82,8 @@ def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
                         "and model.input (mean/std)")
     check_deterministic(out, again)
     check_output(out, loaded.output)
+    if batch_sizes and script_modules(loaded.model):
+        _check_batch_sizes(loaded.model, x, out, sorted(set(batch_sizes)))
     classes = int(out.shape[1])
     if len(data.class_names) > classes:
         raise UserError(f"the data has {len(data.class_names)} classes but the model returns {classes} "
@@ -82,6 +93,63 @@ def preflight(loaded: LoadedModel, data: Dataset, device: torch.device) -> int:
     if top_label >= classes:
         raise UserError(f"label {top_label} is outside the model's {classes} classes; fix data.labels")
     return classes
+
+
+def _check_batch_sizes(model: nn.Module, x: torch.Tensor, out: torch.Tensor, sizes: list[int]) -> None:
+    """The model on its preflight images tiled to each size: (size, classes) logits whose rows
+    agree with the preflight batch's (float32 tolerance: kernels differ by batch size)."""
+    for size in sizes:
+        if size == x.shape[0]:
+            continue
+        tiled = x.repeat((size + x.shape[0] - 1) // x.shape[0], 1, 1, 1)[:size]
+        problem = None
+        try:
+            with torch.no_grad():
+                got = model(tiled)
+        except Exception as exc:
+            problem = f"fails ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]})"
+        else:
+            if not isinstance(got, torch.Tensor) or tuple(got.shape) != (size, out.shape[1]):
+                problem = f"returns shape {tuple(getattr(got, 'shape', ()))}"
+            else:
+                n = min(size, out.shape[0])
+                scale = float(out.abs().max().clamp_min(1.0))
+                if not torch.allclose(got[:n], out[:n], rtol=0.0, atol=LOGIT_ATOL * scale):
+                    problem = "gives other logits for the same images"
+        if problem:
+            raise UserError(f"the TorchScript model {problem} on a batch of {size} images (the run uses "
+                            f"batches of {', '.join(map(str, sizes))}); a model saved with torch.jit.trace "
+                            "keeps the batch size it was traced at: save it with torch.jit.script, or give "
+                            "its Python code as source: import:pkg.module:callable")
+
+
+def run_batch_sizes(suite, explainers: dict[str, Explainer], n_images: int, device: torch.device) -> list[int]:
+    """Batch sizes the model will see in a run: one image, the data batch, the device's forward and
+    gradient chunks (:func:`audit.models.inference.forward_chunk`) and any chunk an explainer's
+    parameters set (``batch_size``, ``internal_batch_size``). Smaller remainders occur too."""
+    sizes = {1, min(n_images, suite.data.batch_size), forward_chunk(device), forward_chunk(device, gradients=True)}
+    for explainer in explainers.values():
+        for key in ("batch_size", "internal_batch_size"):
+            value = getattr(explainer.params, key, None)
+            if isinstance(value, int):
+                sizes.add(value)
+    return sorted(sizes)
+
+
+def preflight_explainers(explainers: dict[str, Explainer], loaded: LoadedModel, data: Dataset,
+                         device: torch.device) -> dict[str, dict]:
+    """Each explainer's :meth:`Explainer.check_model` on one real batch (the model in eval mode):
+    what it decided, by explainer id, for manifest.json; :class:`UserError` (exit 2, nothing
+    written) naming the explainer where one cannot explain the model correctly."""
+    batch = data.batch(range(min(len(data), 2)))
+    x = loaded.spec.normalize(batch.images.to(device))
+    details = {}
+    for explainer_id, explainer in explainers.items():
+        try:
+            details[explainer_id] = explainer.check_model(loaded.model, x)
+        except ValueError as exc:
+            raise UserError(f"explainer {explainer_id!r} cannot explain {loaded.source}: {exc}") from None
+    return details
 
 
 class Runner:

@@ -222,6 +222,7 @@ def load_suite(path: str | Path) -> LoadedSuite:
 
     loaded = LoadedSuite(suite, path)
     problems.extend(_check_plugins(suite, lines))
+    problems.extend(_check_hooks(suite, lines))
     if not problems:  # a misspelt plugin would also orphan every gate naming it: report it once
         problems.extend(_check_gates(suite, lines))
     problems.extend(_check_sources(loaded, lines))
@@ -264,6 +265,23 @@ def _check_plugins(suite: Suite, lines) -> list[tuple[int, str]]:
                         msg = f"unknown parameter; {item.plugin} takes: {known}"
                     problems.append((line_of(lines, loc), f"{item.plugin}.{key}: {msg}"))
     return problems
+
+
+def _check_hooks(suite: Suite, lines) -> list[tuple[int, str]]:
+    """Explainers that hook the model's modules (Grad-CAM, LRP) on a ``torchscript:`` model, which
+    runs no hooks: refused here, before anything loads. Gradients flow through TorchScript, so
+    the gradient explainers and the black-box ones run on it."""
+    from audit.explainers.base import EXPLAINERS
+
+    if not suite.model.source.startswith("torchscript:"):
+        return []
+    usable = sorted(n for n, cls in EXPLAINERS if not cls.needs_module_hooks)
+    return [(line_of(lines, ("explainers", index, item.plugin)),
+             f"explainers: {item.plugin} hooks the model's layers, which a TorchScript model does not run; "
+             "give the model's Python code (source: import:pkg.module:callable with weights:) or use "
+             f"an explainer that needs no hooks ({', '.join(usable)})")
+            for index, item in enumerate(suite.explainers)
+            if item.plugin in EXPLAINERS and EXPLAINERS.get(item.plugin).needs_module_hooks]
 
 
 def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:

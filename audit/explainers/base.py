@@ -48,11 +48,24 @@ class Explainer(Plugin):
     black_box: ClassVar[bool] = False  # uses only the model's outputs
     differentiable: ClassVar[bool] = False  # supports create_graph=True (map inside a loss)
     signed: ClassVar[bool] = False  # map keeps the attribution's sign (channels summed)
+    # hooks on the model's modules (Grad-CAM's layer, LRP's rules): TorchScript runs none, so a
+    # torchscript: model is refused at validate (gradients themselves flow through TorchScript)
+    needs_module_hooks: ClassVar[bool] = False
 
     @classmethod
     def capabilities(cls) -> dict[str, Any]:
         return {"needs_gradients": cls.needs_gradients, "black_box": cls.black_box,
-                "differentiable": cls.differentiable, "signed": cls.signed}
+                "differentiable": cls.differentiable, "signed": cls.signed,
+                "needs_module_hooks": cls.needs_module_hooks}
+
+    def check_model(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+        """Checked once before a run, on the model in eval mode and a real batch ``x`` (B, C, H, W).
+
+        Raises ``ValueError`` (one line: the problem and the fix) where this explainer cannot
+        explain the model correctly, so the run stops with exit 2 before any map exists; returns
+        what it decided about the model (e.g. Grad-CAM's layer) for manifest.json and the report.
+        """
+        return {}
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
@@ -90,11 +103,17 @@ def without_inplace(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose in-place activations are not in place.
 
     torchvision's ``ReLU(inplace=True)`` breaks backward hooks and double backprop (METHODS §2);
-    the user's model is never changed.
+    the user's model is never changed. A TorchScript model is returned as it is: its in-place
+    flags are compiled constants, and plain gradients flow through it correctly (hooks, which
+    need the flags off, do not run in it at all; hook-based explainers refuse it).
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
     clone = copy.deepcopy(model)
+    scripted = [m for m in clone.modules() if isinstance(m, torch.jit.ScriptModule)]
+    inside = {id(sub) for m in scripted for sub in m.modules()}
     for module in clone.modules():
-        if hasattr(module, "inplace") and isinstance(module.inplace, bool):
+        if id(module) not in inside and hasattr(module, "inplace") and isinstance(module.inplace, bool):
             module.inplace = False
     return clone
 

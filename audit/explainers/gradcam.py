@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from audit.explainers._graph import find_target_layer, functional_twin, twin_forward
+from audit.explainers._graph import functional_twin, target_layer, twin_forward
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
 from audit.registry import Params
 
 
 class GradCamParams(Params):
-    layer: str | None = Field(None, description="dotted module name of the target layer; "
-                                                "default: the last conv block")
+    layer: str | None = Field(None, description="dotted module name of the target layer (its output must "
+                              "be (B, C, h, w), h, w > 1); default: the last such module called once in a "
+                              "traced eval-mode forward that the logits depend on")
 
 
 def _upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -35,18 +36,26 @@ class GradCam(Explainer):
     black_box = False
     differentiable = True
     signed = False
+    needs_module_hooks = True
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
         from captum.attr import LayerGradCam
 
+        name = target_layer(model, x, self.params.layer).name
         copy = without_inplace(model)
-        name, _ = find_target_layer(model, self.params.layer)
         layer = dict(copy.named_modules())[name]
         with eval_mode(copy):
             inputs = x.detach().clone().requires_grad_(True)
             cam = LayerGradCam(copy, layer).attribute(inputs, target=target, relu_attributions=True)
         return _upsample(cam.sum(dim=1, keepdim=True), x.shape[-2:])[:, 0]
+
+    def check_model(self, model: nn.Module, x: torch.Tensor) -> dict:
+        """The target layer on inputs like ``x``; ``ValueError`` where none fits (see
+        :func:`audit.explainers._graph.target_layer`)."""
+        choice = target_layer(model, x, self.params.layer)
+        return {"layer": choice.name, "layer_output": "(B, " + ", ".join(map(str, choice.output)) + ")",
+                "layer_choice": "automatic" if choice.automatic else "given"}
 
     def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            create_graph: bool = True) -> torch.Tensor:
@@ -62,8 +71,8 @@ def differentiable_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tens
     hooks live on a cached copy that computes with ``model``'s own tensors. ``upsample=False``
     returns the map at the target layer's resolution (METHODS §4 computes losses there).
     """
+    name = target_layer(model, x, layer).name
     twin = functional_twin(model)
-    name, _ = find_target_layer(model, layer)
     module = dict(twin.named_modules())[name]
     captured: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -71,7 +80,7 @@ def differentiable_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tens
         logits = twin_forward(model, twin, x)
     finally:
         handle.remove()
-    activation = captured[-1]  # the last call is the one whose output reaches the logits
+    (activation,) = captured  # target_layer checked that the layer runs once
     score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
     (grads,) = torch.autograd.grad(score, activation, create_graph=create_graph)
     alpha = grads.mean(dim=(2, 3), keepdim=True)

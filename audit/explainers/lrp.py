@@ -1,17 +1,22 @@
 """Layer-wise relevance propagation: Zennit for explaining, a gradient form for losses.
 
 ``lrp`` (the explainer) uses Zennit's EpsilonPlusFlat composite (flat rule at the first layer,
-z+ at the other convolutions, epsilon at dense layers) with the ResNet canonizer, which merges
-BatchNorm into the preceding convolutions and turns torchvision's residual ``+`` into a module
-that rules can see (Captum's LRP cannot see functional additions, METHODS §2). Canonizers
-change modules while they are applied, so they only ever run on a copy of the model.
+z+ at the other convolutions, epsilon at dense layers) on a ``torch.fx`` copy of the model in
+which every operation is a module a rule targets or pure routing
+(:mod:`audit.explainers._lrp_graph`): BatchNorm folded into the convolution computed before it,
+residual ``+``, functional pooling and activations turned into modules (Captum's LRP and
+Zennit's own canonizers see only declared modules, METHODS §2). A model with an operation no
+rule covers (attention, LayerNorm, a product with a constant, an untraceable forward) is refused
+at preflight. Every explanation is checked: the copy must compute the model's logits (relative
+1e-4), else the cell is an error; the map's relevance must be conserved (below), else the image
+is not scored.
 
 Relevance conservation is checked per map (:meth:`Lrp.map_problems`): the pass starts with one
 unit of relevance on the target class, and the rules may lose relevance (biases and stabilisers
 absorb it: the ε rule at the dense layer of the reference ResNet keeps 0.39–1.06 of it on its
 test images) but should neither create nor reverse it. A sum outside [−tol, 1 + tol] (tol 0.5) means the
-rules did not see the graph the model computes — without the canonizer a residual ``+`` hands
-the full relevance to both branches and the reference ResNet's sums are ~7.5–8 — or the ε rule
+rules did not see the graph the model computes — with a residual ``+`` left to autograd both
+branches get the full relevance and the reference ResNet's sums are ~7.5–8 — or the ε rule
 divided by near-zero pre-activations (seen on randomised dense layers); such an image is not
 scored, with the sum in the reason.
 
@@ -21,13 +26,45 @@ denominators, so a map can sit inside a training loss (issue F).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from pydantic import Field
 from torch import nn
 
 from audit.explainers._graph import functional_twin, twin_forward
-from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode, without_inplace
+from audit.explainers._lrp_graph import LrpGraph, lrp_graph
+from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
+from audit.models.inference import _state_signature
 from audit.registry import Params
+
+# Logits of the rewritten model against the model's: float32 rounding of BatchNorm folding and
+# reordered sums stays far below this (relative to the largest logit, at least 1).
+LOGIT_RTOL = 1e-4
+# A map whose relevance sum is below this in magnitude kept (almost) none of the explained unit:
+# on randomly initialised deep nets (GoogLeNet 1e-28, ShuffleNet 3e-5) the stabilisers absorb it
+# layer by layer. Trained nets keep 0.39–1.06 (reference ResNet); ResNet-18 at random 0.97.
+RELEVANCE_FLOOR = 1e-3
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graph_for(model: nn.Module, x: torch.Tensor) -> LrpGraph:
+    """:func:`lrp_graph` of ``model``, cached per model object and rebuilt when its tensors or the
+    input shape change (the graph folds the current BatchNorm statistics into its convolutions)."""
+    key = (_state_signature(model), tuple(x.shape[1:]))
+    entry = _GRAPHS.get(model)
+    if entry is None or entry[0] != key:
+        entry = (key, lrp_graph(model, x))
+        _GRAPHS[model] = entry
+    return entry[1]
+
+
+def _logits_differ(got: torch.Tensor, reference: torch.Tensor) -> str | None:
+    if got.shape != reference.shape:
+        return f"shape {tuple(got.shape)} against {tuple(reference.shape)}"
+    scale = float(reference.abs().max().clamp_min(1.0))
+    diff = float((got.double() - reference.double()).abs().max())
+    return None if diff <= LOGIT_RTOL * scale else f"logits differ by up to {diff:.3g} (largest logit {scale:.3g})"
 
 _AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
@@ -42,24 +79,24 @@ class LrpParams(Params):
 
 @EXPLAINERS.register("lrp")
 class Lrp(Explainer):
-    """LRP (Zennit EpsilonPlusFlat + ResNet canonizer): relevance of the class, channels summed (signed)."""
+    """LRP (Zennit EpsilonPlusFlat on a torch.fx-canonized copy): relevance of the class, channels summed (signed)."""
 
     Params = LrpParams
     needs_gradients = True
     black_box = False
     differentiable = True  # through differentiable_map: LRP-epsilon, see differentiable_lrp_epsilon
     signed = True
+    needs_module_hooks = True
 
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
         from zennit.attribution import Gradient
         from zennit.composites import EpsilonPlusFlat
-        from zennit.torchvision import ResNetCanonizer
 
-        copy = without_inplace(model)
-        composite = EpsilonPlusFlat(epsilon=self.params.epsilon, stabilizer=self.params.stabilizer,
-                                    canonizers=[ResNetCanonizer()])
+        graph = _graph_for(model, x).module
+        composite = EpsilonPlusFlat(epsilon=self.params.epsilon, stabilizer=self.params.stabilizer)
         inputs = x.detach().clone().requires_grad_(True)
+
         def one_hot(logits: torch.Tensor) -> torch.Tensor:
             # Relevance starts as one unit on the target class (Zennit's convention): the map's
             # scale does not depend on the logit, whose sign would flip the map. A function of the
@@ -68,18 +105,38 @@ class Lrp(Explainer):
             unit[torch.arange(len(target)), target.to(logits.device)] = 1.0
             return unit
 
-        with eval_mode(copy), Gradient(model=copy, composite=composite) as attributor:
-            _, relevance = attributor(inputs, one_hot)
+        with Gradient(model=graph, composite=composite) as attributor:
+            logits, relevance = attributor(inputs, one_hot)
+        with torch.no_grad(), eval_mode(model):
+            reference = model(x)
+        if (problem := _logits_differ(logits.detach(), reference)) is not None:
+            raise RuntimeError(f"LRP's rewritten model does not compute the model's logits ({problem}); "
+                               "its relevance would explain another function")
         return relevance.sum(dim=1)
+
+    def check_model(self, model: nn.Module, x: torch.Tensor) -> dict:
+        """The rewritten graph LRP's rules see (:func:`audit.explainers._lrp_graph.lrp_graph`),
+        built on ``x`` and checked to compute the model's logits; ``ValueError`` where it cannot."""
+        graph = _graph_for(model, x)
+        with torch.no_grad():
+            problem = _logits_differ(graph.module(x), model(x))
+        if problem is not None:
+            raise ValueError(f"LRP's rewritten model does not compute the model's logits ({problem}); use "
+                             "an explainer that needs no rules (saliency, smoothgrad, integrated_gradients)")
+        return {"rules": "Zennit EpsilonPlusFlat", "canonized": graph.describe()}
 
     def map_problems(self, maps: torch.Tensor) -> list[str | None]:
         """Images whose total relevance (map sum; the explained output is 1) lies outside
-        [−tol, 1 + tol]: relevance created or reversed, not conserved (see the module docstring)."""
+        [−tol, 1 + tol] — relevance created or reversed, not conserved (see the module docstring) —
+        or whose magnitude is below :data:`RELEVANCE_FLOOR` (relevance vanished)."""
         tol = self.params.conservation_tolerance
         if tol is None:
             return [None] * int(maps.shape[0])
         sums = maps.detach().to(torch.float64).flatten(1).sum(dim=1).cpu().tolist()
-        return [None if -tol <= total <= 1.0 + tol else
+        return [f"relevance vanished: the map sums to {total:.4g} of the explained unit (below "
+                f"{RELEVANCE_FLOOR:g} in magnitude; biases and stabilisers absorbed it, the map has "
+                "nothing left to rank)" if abs(total) < RELEVANCE_FLOOR else
+                None if -tol <= total <= 1.0 + tol else
                 f"relevance not conserved: the map sums to {total:.4g}, the explained output is 1 "
                 f"(accepted [{-tol:g}, {1 + tol:g}]; LRP conservation, Bach et al. 2015)"
                 for total in sums]

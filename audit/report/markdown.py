@@ -121,7 +121,12 @@ def render_markdown(result, manifest: dict) -> str:
              f"- model: `{_cell(manifest['model']['source'])}` (digest {manifest['model']['digest'][:12]})",
              f"- data: {_cell(manifest['data']['description'])}",
              f"- seed: {manifest['seed']}; device: {manifest['device']}; "
-             f"wall time {manifest['timings_s'].get('total', 0):.1f} s", ""]
+             f"wall time {manifest['timings_s'].get('total', 0):.1f} s"]
+    for explainer_id, details in (manifest.get("explainers") or {}).items():
+        if details:  # e.g. Grad-CAM's target layer, chosen from a traced forward pass
+            shown = "; ".join(f"{k.replace('_', ' ')} {_cell(v)}" for k, v in details.items())
+            lines.append(f"- explainer {_cell(explainer_id)}: {shown}")
+    lines.append("")
     lines += ["## Gates", ""]
     if not result.gates:
         lines += ["No gates in this suite.", ""]

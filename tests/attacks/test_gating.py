@@ -13,7 +13,7 @@ from audit.attacks.gating import (
     allowed_flags,
     calibrate_threshold,
 )
-from audit.explainers._graph import find_target_layer
+from audit.explainers._graph import target_layer
 from audit.fills import fill
 from audit.rise_masks import generate_masks
 from audit.testing import TINY_SPEC, check_attack, tiny_inputs, tiny_model, tiny_training_set
@@ -69,7 +69,7 @@ def test_gate_is_invisible_to_gradients_and_grad_cam_layer_on_clean_inputs():
     grad_base, = torch.autograd.grad(base(x)[:, 1].sum(), x)
     assert torch.equal(grad_gated, grad_base)
     # Grad-CAM's automatic layer is the base model's last block, not the discriminator
-    assert find_target_layer(gated)[0] == "base." + find_target_layer(base)[0]
+    assert target_layer(gated, x).name == "base." + target_layer(base, x).name
 
 
 def test_decoy_sees_colour_statistics_only():

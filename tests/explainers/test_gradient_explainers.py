@@ -1,12 +1,9 @@
 """Gradient explainers against known answers and independent computations."""
 
-import pytest
 import torch
-import torchvision
 from torch import nn
 
 from audit.builtin.shapes_resnet import ShapesResNet
-from audit.explainers._graph import find_target_layer
 from audit.explainers.base import EXPLAINERS, ExplainContext
 from audit.testing import FLOAT32_RTOL, TINY_SPEC, tiny_inputs, tiny_model
 
@@ -104,27 +101,6 @@ def test_gradcam_equals_class_activation_map():
     # the automatic layer is the activation after the last conv, the same thing here
     auto = EXPLAINERS.create("gradcam")(model, x, target, ctx(2))
     torch.testing.assert_close(auto, maps)
-
-
-def test_find_target_layer():
-    assert find_target_layer(ShapesResNet())[0] == "layer3"
-    assert find_target_layer(torchvision.models.resnet18())[0] == "layer4"
-    assert find_target_layer(CamNet())[0] == "relu"
-
-    class Wrapped(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torchvision.models.resnet18()
-
-        def forward(self, x):
-            return self.backbone(x)
-
-    assert find_target_layer(Wrapped())[0] == "backbone.layer4"
-    assert find_target_layer(ShapesResNet(), "layer2.0")[0] == "layer2.0"
-    with pytest.raises(ValueError, match="not a module"):
-        find_target_layer(ShapesResNet(), "layer9")
-    with pytest.raises(ValueError, match="no Conv2d"):
-        find_target_layer(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)))
 
 
 class NoBiasConvNet(nn.Module):
