@@ -307,7 +307,7 @@ def test_defaults_are_the_calibrated_location_settings():
     """suites/full.yaml's cell and suites/manipulation.yaml's gradcam_location rely on them."""
     p = Manipulation().params
     assert (p.fooling, p.target, p.lam, p.lr, p.steps, p.batch_size, p.schedule, p.relu_slope) == (
-        "location", "gradcam", 10.0, 2e-3, 200, 8, "cosine", 1.0)
+        "location", "gradcam", 10.0, 1e-3, 300, 8, "cosine", 1.0)
 
 
 def _gradcam_fsr(model, fooled, x, fooling):
