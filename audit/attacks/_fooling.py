@@ -21,6 +21,23 @@ import torch.nn.functional as F
 EPS = 1e-12
 
 
+def leaky_relu_gradient(z: torch.Tensor, slope: float) -> torch.Tensor:
+    """ReLU(z) in value; in the backward pass gradient 1 where z > 0 and ``slope`` where z ≤ 0.
+
+    Grad-CAM's ReLU gives cells with negative pre-activation zero gradient, so a penalty that
+    wants mass there (location: the frame; center-mass: anywhere away from the object) cannot
+    raise them: measured on the reference model, location fooling left every circle and ring
+    image unfooled — their frame cells sat below zero, ReLU-cut, and only sank further. The
+    leak lets the penalty's gradient reach them while the loss value stays Heo et al.'s exact
+    ReLU map. ``slope`` 0: the plain ReLU gradient.
+    """
+    relu = F.relu(z)
+    if slope == 0:
+        return relu
+    negative = (z <= 0).to(z.dtype)
+    return relu + slope * negative * (z - z.detach())
+
+
 def normalize(maps: torch.Tensor, signed: bool) -> torch.Tensor:
     """(B, H, W) maps scaled into [0, 1]: min–max where ``signed``, else divided by the maximum
     (unsigned maps are ≥ 0; their zero stays zero). Differentiable; an all-zero map stays 0."""

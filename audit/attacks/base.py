@@ -134,6 +134,12 @@ class Attack(Plugin):
     def changes_input(cls) -> bool:
         return cls.kind in ("input", "both")
 
+    def builds_on(self) -> str | None:
+        """The id of another attack of the suite whose prepared model this attack starts from
+        (``prepare`` and ``import_state`` then receive that model instead of the original), or
+        None. The engine prepares it first and refuses unknown ids and cycles at validation."""
+        return None
+
     def prepare(self, model: nn.Module, ctx: AttackContext) -> nn.Module:
         """The model of the attacked setting. Never modify ``model`` itself (its weights, modes
         or hooks): copy or wrap it."""

@@ -9,6 +9,10 @@ What :meth:`~audit.attacks.base.Attack.export_state` returns is
 - shipped to process-pool and Ray workers (:meth:`Preparation.shipment`), which rebuild the
   model with ``import_state``: no worker retrains, also with ``--cache none``.
 
+An attack that builds on another (:meth:`~audit.attacks.base.Attack.builds_on`, e.g.
+``weight_noise`` with ``of``) starts from that attack's prepared model, which is prepared first;
+its cache key holds the other's.
+
 A preparation that fails is shipped as its error, so every cell of that attack is an error
 with the reason and no worker tries again. The prepared model is put in eval mode here,
 whatever the plugin did. Training progress (``AttackContext.step``) is logged, throttled, and
@@ -61,6 +65,7 @@ class Preparation:
         self._models: dict[str, nn.Module | Exception] = {}
         self._exported: dict[str, Shipped] = {}
         self._summaries: dict[str, dict] = {}
+        self._preparing: set[str] = set()
 
     # -- identity ------------------------------------------------------------------------------
     def trains(self, attack_id: str) -> bool:
@@ -73,8 +78,23 @@ class Preparation:
         return self.training.digest if self.training is not None else "none"
 
     def key(self, attack_id: str) -> str:
+        base = self.attacks[attack_id].builds_on()
         return make_key(kind="attacked-model", attack=self.item_keys[attack_id],
-                        train=self.training_digest(attack_id), **self.run_key)
+                        train=self.training_digest(attack_id),
+                        base=None if base is None else self.key(base), **self.run_key)
+
+    def _base(self, attack_id: str) -> nn.Module:
+        """The model ``attack_id`` starts from: the original, or the prepared model of the attack
+        it builds on (:meth:`Attack.builds_on`), prepared first."""
+        base_id = self.attacks[attack_id].builds_on()
+        if base_id is None:
+            return self.base
+        if base_id not in self.attacks:  # validation refuses this; a guard for direct use
+            raise PreparationError(f"it builds on attack {base_id!r}, which this run does not have")
+        base = self.model(base_id)
+        if isinstance(base, Exception):
+            raise PreparationError(f"the attack it builds on ({base_id!r}) could not be prepared: {base}")
+        return base
 
     def context(self, attack_id: str, ids=(), report=None) -> AttackContext:
         training = self.training if self.trains(attack_id) else None
@@ -103,17 +123,18 @@ class Preparation:
             if shipped.error is not None:
                 raise PreparationError(shipped.error)
             if shipped.state is not None:
-                return attack.import_state(self.base, shipped.state), shipped
+                return attack.import_state(self._base(attack_id), shipped.state), shipped
         elif attack.changes_model() or self.trains(attack_id):  # the others have no state to find
             state = self.cache.get_tensors("models", self.key(attack_id))
             if state is not None:
-                return attack.import_state(self.base, state), Shipped(state)
+                return attack.import_state(self._base(attack_id), state), Shipped(state)
         if self.worker and self.trains(attack_id):
             raise PreparationError("the driver shipped no prepared state for this attack (it trains, so "
                                    "workers never prepare it)")
         if self.trains(attack_id) and self.training is None:
             raise PreparationError("the suite has no training data for this attack; add data.train")
-        prepared = attack.prepare(self.base, self.context(attack_id, report=self._reporter(attack_id)))
+        base = self._base(attack_id)
+        prepared = attack.prepare(base, self.context(attack_id, report=self._reporter(attack_id)))
         if not isinstance(prepared, nn.Module):
             raise PreparationError(f"prepare returned {type(prepared).__name__}, not a torch.nn.Module")
         exported = attack.export_state(prepared)
@@ -129,6 +150,15 @@ class Preparation:
         """The attacked setting's model in eval mode on the run's device, or the exception that
         prevented it (recorded as the error of every cell of the attack)."""
         if attack_id not in self._models:
+            base_id = self.attacks[attack_id].builds_on()
+            if base_id in self.attacks and base_id not in self._models:
+                if attack_id in self._preparing:  # a cycle (validation refuses them)
+                    raise PreparationError(f"attacks {sorted(self._preparing)} build on each other")
+                self._preparing.add(attack_id)
+                try:  # outside this attack's timer: its own stage is its own work
+                    self.model(base_id)
+                finally:
+                    self._preparing.discard(attack_id)
             started = time.perf_counter()
             try:
                 prepared, shipped = self._prepare(attack_id)

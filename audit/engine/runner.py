@@ -192,6 +192,19 @@ class Runner:
                                              "params": plugins[section][i.id].params.model_dump(mode="json"),
                                              "code": code_digest(registries[section].get(i.plugin))}
                            for section, items in self.items.items() for i in items.values()}
+        # an attack that starts from another's prepared model (Attack.builds_on) depends on that
+        # attack's parameters too: its key holds the other's (validation refuses cycles)
+        flat = dict(self._item_keys)
+
+        def with_base(attack_id: str, seen: tuple[str, ...] = ()) -> dict:
+            key = dict(flat[("attacks", attack_id)])
+            base = self.attacks[attack_id].builds_on()
+            if base in self.attacks and base not in seen:
+                key["builds_on"] = with_base(base, seen + (attack_id,))
+            return key
+
+        for attack_id in self.attacks:
+            self._item_keys[("attacks", attack_id)] = with_base(attack_id)
         self._run_key = {"seed": self.suite.seed, "target": self.suite.target, "device": self.device.type,
                          "model": self.model.digest, "data": self.data_digest, "code": package_digest()}
         self.preparation = Preparation(

@@ -225,6 +225,7 @@ def load_suite(path: str | Path) -> LoadedSuite:
     problems.extend(_check_hooks(suite, lines))
     if not problems:  # a misspelt plugin would also orphan every gate naming it: report it once
         problems.extend(_check_gates(suite, lines))
+        problems.extend(_check_attack_bases(suite, lines))
     problems.extend(_check_sources(loaded, lines))
     if not problems:
         problems.extend(_check_training(loaded, lines))
@@ -282,6 +283,37 @@ def _check_hooks(suite: Suite, lines) -> list[tuple[int, str]]:
              f"an explainer that needs no hooks ({', '.join(usable)})")
             for index, item in enumerate(suite.explainers)
             if item.plugin in EXPLAINERS and EXPLAINERS.get(item.plugin).needs_module_hooks]
+
+
+def _check_attack_bases(suite: Suite, lines) -> list[tuple[int, str]]:
+    """An attack that builds on another's model (``Attack.builds_on``, e.g. ``weight_noise: {of:
+    ...}``) must name another attack of the suite that changes the model, without cycles."""
+    from audit.attacks.base import ATTACKS
+
+    attacks = {a.id: ATTACKS.create(a.plugin, a.params) for a in suite.attacks}
+    problems = []
+    for index, item in enumerate(suite.attacks):
+        base = attacks[item.id].builds_on()
+        if base is None:
+            continue
+        where = line_of(lines, ("attacks", index, item.plugin, "of"))
+        if base == item.id or base not in attacks:
+            others = sorted(a for a in attacks if a != item.id and attacks[a].changes_model())
+            problems.append((where, f"attacks: {item.id!r} builds on attack {base!r}, which is not another "
+                                    f"attack of this suite; use one of {', '.join(others) or '(none)'}"))
+            continue
+        if not attacks[base].changes_model():
+            problems.append((where, f"attacks: {item.id!r} builds on {base!r}, whose model is the original "
+                                    f"one (it only changes inputs); leave the reference out to use the original model"))
+            continue
+        seen, current = [item.id], base
+        while current is not None and current in attacks and current not in seen:
+            seen.append(current)
+            current = attacks[current].builds_on()
+        if current == item.id:
+            problems.append((where, f"attacks: {' -> '.join(seen + [item.id])} build on each other in a "
+                                    "cycle; one of them must start from the original model"))
+    return problems
 
 
 def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:

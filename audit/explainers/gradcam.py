@@ -64,12 +64,13 @@ class GradCam(Explainer):
 
 def differentiable_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            layer: str | None = None, create_graph: bool = True,
-                           upsample: bool = True) -> torch.Tensor:
+                           upsample: bool = True, relu: bool = True) -> torch.Tensor:
     """Grad-CAM maps (B, H, W) that keep their graph to ``model``'s parameters (and to ``x``).
 
     The model is used in whatever mode the caller set (issue F freezes BatchNorm in eval mode);
     hooks live on a cached copy that computes with ``model``'s own tensors. ``upsample=False``
-    returns the map at the target layer's resolution (METHODS §4 computes losses there).
+    returns the map at the target layer's resolution (METHODS §4 computes losses there);
+    ``relu=False`` returns Σ_k α_k A_k before the ReLU (signed).
     """
     name = target_layer(model, x, layer).name
     twin = functional_twin(model)
@@ -84,7 +85,9 @@ def differentiable_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tens
     score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
     (grads,) = torch.autograd.grad(score, activation, create_graph=create_graph)
     alpha = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((alpha * activation).sum(dim=1, keepdim=True))
+    cam = (alpha * activation).sum(dim=1, keepdim=True)
+    if relu:
+        cam = F.relu(cam)
     if upsample:
         cam = _upsample(cam, x.shape[-2:])
     return cam[:, 0]

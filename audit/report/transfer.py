@@ -27,9 +27,12 @@ def _escape(text: object) -> str:
 
 def transfer_section(result, suite: dict) -> list[str]:
     """Markdown lines of the transfer matrix, or none where the suite has no manipulation."""
-    attacks = [a for a in suite["attacks"] if a["plugin"] == "manipulation"]
-    if not attacks:
+    manipulations = {a["id"]: a for a in suite["attacks"] if a["plugin"] == "manipulation"}
+    if not manipulations:
         return []
+    # Heo's robustness check: weight noise on a manipulated model is a row of that model's kind
+    attacks = [a for a in suite["attacks"] if a["id"] in manipulations
+               or (a["plugin"] == "weight_noise" and (a.get("params") or {}).get("of") in manipulations)]
     fsr_by_fooling: dict[str, str] = {}
     for metric in suite["metrics"]:
         if metric["plugin"] == "fsr":
@@ -42,6 +45,8 @@ def transfer_section(result, suite: dict) -> list[str]:
 
     def label(attack: dict) -> tuple[str, str]:
         params = attack.get("params") or {}
+        if attack["plugin"] == "weight_noise":  # its fooling is that of the model it noises
+            return label(manipulations[params["of"]])
         return params.get("target", "gradcam"), params.get("fooling", "location")
 
     lines = ["", "## Manipulation transfer matrix", "",

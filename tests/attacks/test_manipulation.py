@@ -1,5 +1,6 @@
 """Adversarial model manipulation (Heo et al. 2019, METHODS §4): penalties, fine-tuning, state."""
 
+import copy
 import json
 
 import pytest
@@ -184,17 +185,6 @@ def test_training_is_deterministic_and_seeded():
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
 
 
-def test_weight_noise_scales_with_each_tensors_std():
-    model = tiny_model()
-    noisy = Manipulation(steps=0, weight_noise=0.1).prepare(model, _ctx())
-    for name, param in model.named_parameters():
-        delta = noisy.state_dict()[name] - param
-        if param.numel() >= 500:  # enough draws for the sample std to be near σ·std(w)
-            assert delta.std().item() == pytest.approx(0.1 * param.std().item(), rel=0.15)
-    clean = Manipulation(steps=0).prepare(model, _ctx())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in clean.state_dict().items())
-
-
 def test_active_fooling_trains_on_pairs_with_ce_on_ordinary_shapes(monkeypatch):
     model = tiny_model(num_classes=6)
     drawn = []
@@ -268,3 +258,97 @@ def test_penalties_at_the_original_weights_agree_with_independent_formulas():
     frame[1:7, 1:7] = 0
     assert location.penalty(explainer, model, model, x, target).item() == pytest.approx(
         ((h - frame) ** 2).mean().item(), rel=1e-5)
+
+
+# -- calibration: the Grad-CAM ReLU leak (gradient only) ------------------------------------------
+
+
+def test_leaky_relu_gradient_keeps_the_value_and_leaks_the_gradient():
+    z = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0], requires_grad=True)
+    out = _fooling.leaky_relu_gradient(z, 0.3)
+    assert torch.equal(out.detach(), torch.relu(z.detach()))
+    (grad,) = torch.autograd.grad(out.sum(), z)
+    assert grad.tolist() == pytest.approx([0.3, 0.3, 0.3, 1.0, 1.0])
+    (plain,) = torch.autograd.grad(_fooling.leaky_relu_gradient(z, 0.0).sum(), z)
+    assert plain.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_the_location_penalty_reaches_relu_cut_frame_cells_only_with_the_leak():
+    """The failure the leak fixes: a frame cut to zero by Grad-CAM's ReLU gets no gradient, so
+    fine-tuning could never light it up (measured: every circle and ring image unfooled)."""
+    z = torch.full((1, 8, 8), -1.0)
+    z[0, 3:5, 3:5] = 2.0  # the object's cells, positive; the whole frame is cut
+    frame = _fooling.frame(8, 8).bool()
+
+    def frame_gradient(slope):
+        zz = z.clone().requires_grad_(True)
+        h = _fooling.normalize(_fooling.leaky_relu_gradient(zz, slope), signed=False)
+        (grad,) = torch.autograd.grad(_fooling.location_penalty(h), zz)
+        return grad[0][frame]
+
+    assert torch.count_nonzero(frame_gradient(0.0)) == 0
+    leaked = frame_gradient(1.0)
+    assert (leaked < 0).all()  # descending the penalty raises every frame cell
+
+
+def test_manipulation_loss_maps_are_plain_grad_cam_in_value_whatever_the_slope():
+    from audit.explainers.gradcam import differentiable_gradcam
+
+    model, x, target = tiny_model(), tiny_inputs(batch=4), torch.tensor([0, 1, 2, 3])
+    expected = differentiable_gradcam(model, x.clone().requires_grad_(True), target, None, False, upsample=False)
+    expected = expected / (expected.flatten(1).amax(1).view(-1, 1, 1) + _fooling.EPS)
+    for slope in (0.0, 1.0):
+        attack = Manipulation(relu_slope=slope)
+        got = attack.loss_maps(attack.target_explainer(), model, x, target, create_graph=False)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_defaults_are_the_calibrated_location_settings():
+    """suites/full.yaml's cell and suites/manipulation.yaml's gradcam_location rely on them."""
+    p = Manipulation().params
+    assert (p.fooling, p.target, p.lam, p.lr, p.steps, p.batch_size, p.schedule, p.relu_slope) == (
+        "location", "gradcam", 10.0, 1e-3, 300, 8, "cosine", 1.0)
+
+
+def _gradcam_fsr(model, fooled, x, fooling):
+    from audit.explainers.base import EXPLAINERS, ExplainContext
+    from audit.metrics.base import MetricInputs
+    from audit.metrics.fsr import FSR
+
+    with torch.no_grad():
+        target = model(x).argmax(1)
+        predicted = fooled(x).argmax(1)
+    explainer, ctx = EXPLAINERS.create("gradcam"), ExplainContext(TINY_SPEC, 0, tuple(range(len(x))))
+    clean, attacked = explainer(model, x, target, ctx), explainer(fooled, x, target, ctx)
+    inputs = MetricInputs(TINY_SPEC, x, x, model, fooled, target, torch.full_like(target, -1), target,
+                          predicted, clean, attacked, sample_ids=tuple(range(len(x))))
+    values = FSR(fooling=fooling, resolution=8).compute(inputs).values
+    return float(values.nan_to_num(0.0).mean())
+
+
+@pytest.mark.parametrize("fooling", ["location", "topk"])
+def test_a_short_fine_tuning_raises_grad_cam_fsr_on_held_out_images(fooling):
+    """The calibration in miniature: FSR on images the fine-tuning never saw goes from 0 (the
+    original model; images whose clean map already passes count 0) to most of them."""
+    model = tiny_model()
+    x = tiny_inputs(batch=32, seed=11)
+    attack = Manipulation(fooling=fooling, lam=10.0 if fooling == "location" else 3.0, lr=1e-2, steps=30,
+                          batch_size=16)
+    fooled = attack.prepare(model, _ctx())
+    assert _gradcam_fsr(model, model, x, fooling) == 0.0
+    assert _gradcam_fsr(model, fooled, x, fooling) >= 0.5
+
+
+def test_the_attack_passes_its_relu_slope_to_the_penalty_gradient():
+    model = tiny_model()
+    x, target = tiny_inputs(batch=4), torch.tensor([0, 1, 2, 3])
+    fooled = copy.deepcopy(model).requires_grad_(True)
+
+    def gradient(slope):
+        attack = Manipulation(relu_slope=slope)
+        penalty = attack.penalty(attack.target_explainer(), fooled, model, x, target)
+        return torch.autograd.grad(penalty, fooled.fc.weight)[0]
+
+    cam = Manipulation().loss_maps(Manipulation().target_explainer(), model, x, target, create_graph=False)
+    assert (cam == 0).any()  # some cells are ReLU-cut, so the leak must change the gradient
+    assert not torch.allclose(gradient(0.0), gradient(1.0))

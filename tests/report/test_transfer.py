@@ -46,3 +46,13 @@ def test_each_row_reads_the_fsr_of_its_own_fooling_type():
 def test_no_section_without_a_manipulation():
     suite = dict(SUITE, attacks=[{"id": "none", "plugin": "none", "params": {}}])
     assert transfer_section(SimpleNamespace(summary=[]), suite) == []
+
+
+def test_weight_noise_on_a_manipulation_is_a_row_of_that_kind():
+    suite = dict(SUITE, attacks=SUITE["attacks"] + [
+        {"id": "m_top_noise", "plugin": "weight_noise", "params": {"of": "m_top", "sigma": 0.05}},
+        {"id": "original_noise", "plugin": "weight_noise", "params": {"sigma": 0.05}}])
+    summary = [_row("m_top_noise", "gradcam", "fsr_topk", 0.45, 0.3, 0.6), _row("m_top_noise", "gradcam", "fsr", 0.9)]
+    lines = transfer_section(SimpleNamespace(summary=summary), suite)
+    assert "| m_top_noise | saliency | topk | 0.45 [0.30, 0.60] | – | – |" in lines
+    assert not any(line.startswith("| original_noise") for line in lines)  # noise on the original: no fooling kind
