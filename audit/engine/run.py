@@ -46,6 +46,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     """
     from audit.engine.gates import evaluate_gates
     from audit.engine.render import render_run_dir
+    from audit.engine.samples import collect_samples, write_samples
     from audit.report.manifest import build_manifest
     from audit.report.summary import summarize
     from audit.report.writer import write_data
@@ -104,5 +105,9 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
                          "misses": cache.misses}
     manifest["data"]["class_names"] = [str(c) for c in (runner.data.class_names or ())]
     write_data(out, result, manifest)
+    started = time.perf_counter()
+    write_samples(out / "samples.npz", collect_samples(runner, log=progress.log))
+    manifest_timing = time.perf_counter() - started
+    progress.log(f"report samples drawn in {manifest_timing:.1f} s")
     render_run_dir(out)
     return result

@@ -177,6 +177,13 @@ def gate_cases(gates: Iterable, rows: dict[tuple, SummaryRow], reasons: dict[tup
 
 
 # -- heat tables ----------------------------------------------------------------------------------
+# attacks whose cells are a sanity check, where a moved map is the wanted outcome: the shading by
+# the metric's direction reads the other way round for them
+SANITY_ATTACKS = (CHECK_PLUGINS["randomisation_attack"],)
+SANITY_NOTE = ("a sanity check: here a map that changes is the expected outcome, so the metric's direction (and "
+               "the shading) reads the other way round; see the randomisation check")
+
+
 def _scale(values: list[float]) -> tuple[float, float]:
     """The range the colour ramp spans: [0, 1] or [-1, 1] when every value lies there (the
     metric's natural range, so a table of good values is not painted red), else the values'."""
@@ -200,6 +207,7 @@ def badness(value: float, scale: tuple[float, float], higher_is_better: bool) ->
 def heat_tables(summary: list[SummaryRow], suite: dict) -> list[HeatTable]:
     attacks = [a["id"] for a in suite.get("attacks", [])] or list(dict.fromkeys(r.attack for r in summary))
     plugins = {m["id"]: m.get("plugin", m["id"]) for m in suite.get("metrics", [])}
+    attack_plugins = {a["id"]: a.get("plugin", a["id"]) for a in suite.get("attacks", [])}
     metrics = [m["id"] for m in suite.get("metrics", [])] or list(dict.fromkeys(r.metric for r in summary))
     tables = []
     for metric in metrics:
@@ -218,7 +226,9 @@ def heat_tables(summary: list[SummaryRow], suite: dict) -> list[HeatTable]:
             else:
                 text = f"{r.mean:.2f}" + ("" if r.interval is None else f" [{r.ci_low:.2f}, {r.ci_high:.2f}]")
                 cells[(r.attack, r.explainer)] = Cell(text, numeric=True, badness=badness(r.mean, scale, higher))
-        tables.append(HeatTable(metric, plugins.get(metric, metric), higher, scale, row_attacks, explainers, cells))
+        notes = {a: SANITY_NOTE for a in row_attacks if attack_plugins.get(a) in SANITY_ATTACKS}
+        tables.append(HeatTable(metric, plugins.get(metric, metric), higher, scale, row_attacks, explainers, cells,
+                                notes))
     return tables
 
 

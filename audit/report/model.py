@@ -140,6 +140,7 @@ class HeatTable:
     attacks: list[str]
     explainers: list[str]
     cells: dict[tuple[str, str], Cell]
+    row_notes: dict[str, str] = field(default_factory=dict)  # attack -> why its shading reads otherwise
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ data:
   batch_size: 16
 explainers: [saliency, gradcam]
 attacks: [none, {{gaussian_noise: {{sigma: 0.05}}}}]
-metrics: [spearman, pointing_game, accuracy, agreement]
+metrics: [spearman, pointing_game, {{aopc: {{steps: 4}}}}, accuracy, agreement]
 gates:
   - {{attack: none, explainer: gradcam, metric: pointing_game, min: 0.5}}
   - {{attack: gaussian_noise, explainer: "-", metric: agreement, min: 0.9}}
@@ -92,6 +92,15 @@ def test_report_rerenders_byte_identical_from_the_run_folder_alone(runs, tmp_pat
         assert (copy / name).read_bytes() == (run / name).read_bytes(), name
     html = (run / "report.html").read_text()
     assert "<script" not in html and "http://" not in html and "https://" not in html
+    # the pictures come from samples.npz (numpy arrays, no pickle): the gaussian_noise heatmap grid
+    # and the AOPC curves
+    import numpy as np
+
+    with np.load(run / "samples.npz", allow_pickle=False) as stored:
+        assert "index" in stored.files
+    titles = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"', html)
+    assert any(t.startswith("Maps under gaussian_noise") for t in titles), titles
+    assert any(t.startswith("aopc perturbation curves") for t in titles), titles
 
 
 @pytest.mark.slow
@@ -118,7 +127,7 @@ def test_report_and_compare_refuse_a_bad_folder_in_one_line(runs, tmp_path, case
 def test_compare_two_seeds_flags_at_most_one_percent_of_rows(runs):
     changes, common = compare_runs(load_run(runs["seed0"]), load_run(runs["seed1"]))
     moved = [c for c in changes if c.direction in ("better", "worse", "lost", "gained")]
-    assert common == 2 * (2 + 2 * 2)
+    assert common == 2 * (2 + 2 * 3)
     assert len(moved) <= 0.01 * common, [c.name for c in moved]
     proc = _cli("compare", str(runs["seed0"]), str(runs["seed1"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
