@@ -29,6 +29,9 @@ MAX_PROBLEMS = 50  # skipped/errored cells listed by reason; the count says how 
 # interval lies at or above KEPT_MIN says the map survived the attack.
 BLINDED_MAX = 0.2
 KEPT_MIN = 0.9
+# ... and one whose interval lies below CHANGED_MAX (but not below BLINDED_MAX) says the attack
+# changed the map substantially without wiping it out
+CHANGED_MAX = 0.5
 
 
 def _registry(section: str):
@@ -257,7 +260,7 @@ def attack_findings(summary: list[SummaryRow], suite: dict) -> list[Finding]:
     wanted outcome, are left to their check."""
     attack_plugins = {a["id"]: a.get("plugin", a["id"]) for a in suite.get("attacks", [])}
     similarity = {m["id"] for m in suite.get("metrics", []) if _map_similarity(m)}
-    blinded, kept = [], []
+    blinded, changed, kept = [], [], []
     for row in summary:
         if row.explainer == NO_EXPLAINER or row.mean is None:
             continue
@@ -272,10 +275,13 @@ def attack_findings(summary: list[SummaryRow], suite: dict) -> list[Finding]:
         if high < BLINDED_MAX and row.n >= 2:
             blinded.append(Finding(f"{row.explainer} is blinded by the {row.attack} attack: {row.metric} "
                                    f"{_value(row)} between its clean and attacked maps.", "bad"))
+        elif high < CHANGED_MAX and row.n >= 2:
+            changed.append(Finding(f"{row.explainer}'s map changes substantially under the {row.attack} attack: "
+                                   f"{row.metric} {_value(row)}.", "bad"))
         elif low >= KEPT_MIN and row.n >= 2:
             kept.append(Finding(f"{row.explainer} keeps its map under the {row.attack} attack: {row.metric} "
                                 f"{_value(row)}.", "good"))
-    return blinded + kept
+    return blinded + changed + kept
 
 
 def build_report(summary: list, records: list[dict], gates: Iterable, exit_code: int, manifest: dict,

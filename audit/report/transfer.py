@@ -70,10 +70,15 @@ def transfer_tables(summary: list, suite: dict) -> tuple[list[Table], list[Findi
         for explainer in explainers:
             row = rows.get((attack["id"], explainer, metric)) if metric else None
             cells.append(Cell(_fmt_ci(row), numeric=True, badness=_badness(row, True)))
-            if row is not None and row.ci_low is not None and row.ci_low > FOOLED_FSR:
-                findings.append(Finding(
-                    f"{explainer} is fooled by the manipulated model {attack['id']} ({fooling} fooling, "
-                    f"fine-tuned against {target}): FSR {_fmt_ci(row)}.", "bad"))
+            if row is None or row.mean is None or row.ci_low is None:
+                continue
+            what = (f"the manipulated model {attack['id']} ({fooling} fooling, fine-tuned against {target}): "
+                    f"FSR {_fmt_ci(row)}")
+            if row.ci_low > FOOLED_FSR:
+                findings.append(Finding(f"{explainer} is fooled by {what}.", "bad"))
+            elif row.mean >= FOOLED_FSR:
+                findings.append(Finding(f"{explainer} is fooled on {row.mean:.0%} of the images by {what}; the "
+                                        f"interval does not rule out {FOOLED_FSR:.0%} or fewer.", "bad"))
         for m in model_metrics:
             row = rows.get((attack["id"], "-", m))
             cells.append(Cell(_fmt_ci(row), numeric=True, badness=_badness(row, False)))

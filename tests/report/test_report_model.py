@@ -119,9 +119,23 @@ def test_findings_are_generated_from_the_numbers():
 
 
 def test_no_blinding_claim_when_the_interval_reaches_above_the_bound():
-    summary = [row("gating", "rise", "spearman", 0.1, 0.02, 0.25)]
+    summary = [row("gating", "rise", "spearman", 0.1, 0.02, 0.25), row("noise", "rise", "spearman", 0.3, 0.2, 0.55)]
     texts = [f.text for f in _report(summary).findings]
     assert not any("blinded" in t for t in texts)
+    assert texts == ["rise's map changes substantially under the gating attack: spearman 0.10 [0.02, 0.25]."]
+
+
+def test_manipulation_findings_claim_only_what_the_interval_shows():
+    m = manifest(attacks=[{"id": "m", "plugin": "manipulation", "params": {"target": "gradcam"}}],
+                 metrics=[{"id": "fsr", "plugin": "fsr", "params": {}}],
+                 explainers=[{"id": "gradcam", "plugin": "gradcam"}, {"id": "rise", "plugin": "rise"}])
+    summary = [row("m", "gradcam", "fsr", 0.9, 0.7, 0.98, higher=False),
+               row("m", "rise", "fsr", 0.5, 0.25, 0.75, higher=False)]
+    texts = [f.text for f in build_report(summary, [], [], 0, m).findings]
+    assert ("gradcam is fooled by the manipulated model m (location fooling, fine-tuned against gradcam): "
+            "FSR 0.90 [0.70, 0.98].") in texts
+    assert any(t.startswith("rise is fooled on 50% of the images") and "does not rule out 50% or fewer" in t
+               for t in texts)
 
 
 def _shade(html: str, text: str) -> str:
