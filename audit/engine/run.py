@@ -106,8 +106,13 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     manifest["data"]["class_names"] = [str(c) for c in (runner.data.class_names or ())]
     write_data(out, result, manifest)
     started = time.perf_counter()
-    write_samples(out / "samples.npz", collect_samples(runner, log=progress.log))
-    manifest_timing = time.perf_counter() - started
-    progress.log(f"report samples drawn in {manifest_timing:.1f} s")
+    try:  # the pictures' data: a failure costs the pictures, never the run
+        samples = collect_samples(runner, log=progress.log)
+    except Exception as exc:
+        progress.log(f"report samples left out: {type(exc).__name__}: {exc}")
+        samples = {}
+    write_samples(out / "samples.npz", samples)
+    samples_s = time.perf_counter() - started
+    progress.log(f"report samples drawn in {samples_s:.1f} s")
     render_run_dir(out)
     return result

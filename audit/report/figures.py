@@ -4,7 +4,7 @@ by :mod:`audit.engine.samples`) and the manifest's training curves (``prepared``
 
 Colour: maps use ``cividis`` (designed for colour-vision deficiency, lightness rising
 monotonically, so it reads in greyscale); a clean map and its attacked map share one colour
-scale (0..max for unsigned maps, −max..max for signed ones). Curves: the colour-blind-safe
+scale (the pair's min..max, −max..max for signed maps). Curves: the colour-blind-safe
 ``tableau-colorblind10`` colours, each explainer also with its own line style and marker.
 PNG bytes are deterministic (no timestamp or software metadata), so a re-render is identical.
 """
@@ -60,9 +60,15 @@ def read_samples(folder: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
 
 
 def _shared_scale(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float]:
-    both = a if b is None else np.concatenate([a.ravel(), b.ravel()])
-    top = float(np.abs(both).max()) or 1.0
-    return (-top, top) if float(both.min()) < 0 else (0.0, top)
+    """One colour scale for a clean map and its attacked map: −max|·|..max|·| when either is
+    signed (0 stays the middle); else their joint min..max (a large common offset, as in RISE
+    maps, would otherwise wash the structure out)."""
+    both = a.ravel() if b is None else np.concatenate([a.ravel(), b.ravel()])
+    low, high = float(both.min()), float(both.max())
+    if low < 0:
+        top = max(-low, high)
+        return (-top, top)
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
@@ -121,7 +127,8 @@ def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
         title = "Clean maps" if attack is None else f"Maps under {attack}"
         caption = (f"Top row: the first {n} images (sample id, class) and the input the attacked setting sees. "
                    "Each further row: an explainer's clean map and attacked map side by side, one colour scale "
-                   "per pair (cividis; dark = low, bright = high; signed maps span −max..max).")
+                   "per pair (cividis; dark = low, bright = high; the scale spans the pair's min..max, or "
+                   "−max..max for signed maps).")
         figures.append(Figure(title, caption, _png(fig), f"{title}: inputs and saliency maps of {n} images"))
     return figures
 

@@ -183,3 +183,14 @@ def test_methods_appendix_resolves_defaults():
     rise = next(m for m in report.methods if m.id == "rise")
     assert rise.params["n_masks"] == 500 and len(rise.params) > 1  # the defaults filled in
     assert rise.section == "explainer" and rise.summary
+
+
+def test_a_clean_and_attacked_map_share_one_colour_scale():
+    import numpy as np
+
+    from audit.report.figures import _shared_scale
+
+    clean, flat = np.array([[0.5, 0.6], [0.7, 0.9]]), np.zeros((2, 2))
+    assert _shared_scale(clean, flat) == (0.0, 0.9)  # the dead attacked map reads dark next to the clean one
+    assert _shared_scale(clean, clean * 0 + 0.55) == (0.5, 0.9)
+    assert _shared_scale(np.array([[-2.0, 1.0]]), np.array([[0.5, 0.5]])) == (-2.0, 2.0)  # signed: 0 in the middle

@@ -66,13 +66,14 @@ def broken_run(tmp_path_factory):
         cls.__call__ = original
 
 
-def _cli(*args):
+def _cli(*args, summary: Path | None = None):
     """The command line in this process (typer's runner: the exit code, stdout and stderr apart)."""
     from typer.testing import CliRunner
 
     from audit.cli import app
 
-    result = CliRunner().invoke(app, list(args), env={"GITHUB_STEP_SUMMARY": None})
+    env = {"GITHUB_STEP_SUMMARY": None if summary is None else str(summary)}
+    result = CliRunner().invoke(app, list(args), env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
@@ -101,6 +102,16 @@ def test_report_rerenders_byte_identical_from_the_run_folder_alone(runs, tmp_pat
     titles = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"', html)
     assert any(t.startswith("Maps under gaussian_noise") for t in titles), titles
     assert any(t.startswith("aopc perturbation curves") for t in titles), titles
+
+
+@pytest.mark.slow
+def test_report_appends_to_the_github_step_summary(runs, tmp_path):
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["seed0"], copy)
+    assert _cli("report", str(copy), summary=summary).returncode == 0
+    assert summary.read_text() == "earlier step\n" + (runs["seed0"] / "report.md").read_text()
 
 
 @pytest.mark.slow
