@@ -62,9 +62,48 @@ def run(
     if errors:
         typer.echo(f"{errors} record(s) errored; see the report's 'Skipped and failed cells'")
     typer.echo(f"report: {target / 'report.md'}")
+    typer.echo(f"report.html: {(target / 'report.html').resolve()}")
+    typer.echo(f"junit.xml: {target / 'junit.xml'}")
+    from audit.report.writer import append_step_summary
+
+    append_step_summary((target / "report.md").read_text(encoding="utf-8"))
     typer.echo(f"{len(result.summary)} cells, {len(result.gates) - len(failed)}/{len(result.gates)} "
                f"gates passed, exit {result.exit_code}")
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="the --out folder of a finished `explain-audit run`")) -> None:
+    """Render report.md, junit.xml and report.html again from a run folder's stored results."""
+    from audit.engine.render import render_run_dir
+
+    try:
+        rendered = render_run_dir(run_dir, step_summary=True)
+    except UserError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"report.html: {(run_dir / 'report.html').resolve()}")
+    typer.echo(f"{rendered.verdict.headline} ({rendered.verdict.gates_passed}/{rendered.verdict.gates_total} "
+               "gates passed)")
+
+
+@app.command()
+def compare(
+    base_dir: Path = typer.Argument(..., help="the run to compare against (e.g. the main branch's)"),
+    new_dir: Path = typer.Argument(..., help="the run of the change"),
+) -> None:
+    """Rows whose mean moved (non-overlapping 95 % intervals); exit 1 when a gated row got worse."""
+    from audit.report.compare import changes_markdown, compare_runs, regressions
+    from audit.report.rundir import load_run
+
+    try:
+        base, new = load_run(base_dir), load_run(new_dir)
+    except UserError as exc:
+        _fail(exc)
+        return
+    changes, common = compare_runs(base, new)
+    typer.echo(changes_markdown(changes, common), nl=False)
+    raise typer.Exit(1 if regressions(changes) else 0)
 
 
 @app.command()

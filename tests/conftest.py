@@ -16,6 +16,7 @@ def cli_env(tmp_path):
     env["PYTHONPATH"] = str(ROOT)
     env["EXPLAIN_AUDIT_CACHE"] = str(tmp_path / "cache")
     env.pop("EXPLAIN_AUDIT_FAULT", None)
+    env.pop("GITHUB_STEP_SUMMARY", None)  # the CI job's summary is for the audit's own report
     return env
 
 

@@ -18,7 +18,7 @@ def run_cli(explain_audit, cli_env, *args, cwd=ROOT):
 
 
 def suite_file(tmp_path, **replace) -> Path:
-    text = (ROOT / "suites" / "smoke.yaml").read_text()
+    text = (ROOT / "suites" / "quick.yaml").read_text()
     for old, new in replace.items():
         text = text.replace(old.replace("_", " "), new)
     path = tmp_path / "suite.yaml"
@@ -30,7 +30,7 @@ def suite_file(tmp_path, **replace) -> Path:
 def test_smoke_suite_end_to_end(tmp_path, explain_audit, cli_env):
     out = tmp_path / "report"
     started = time.perf_counter()
-    proc = run_cli(explain_audit, cli_env, "run", "suites/smoke.yaml", "--out", str(out))
+    proc = run_cli(explain_audit, cli_env, "run", "suites/quick.yaml", "--out", str(out))
     wall = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr + proc.stdout
     for name in OUTPUTS:
@@ -68,7 +68,7 @@ def test_validate_reports_line_and_suggestion(tmp_path, explain_audit, cli_env):
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"{path}:13: explainers: unknown explainer 'salency' — did you mean 'saliency'? "
                      "(see `explain-audit list explainers`)"]
-    ok = run_cli(explain_audit, cli_env, "validate", "suites/smoke.yaml")
+    ok = run_cli(explain_audit, cli_env, "validate", "suites/quick.yaml")
     assert ok.returncode == 0 and "ok (6 cells, 3 gates)" in ok.stdout
 
 
@@ -81,7 +81,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, explain_audit, cli_
         "bad-yaml": lambda: [str(suite_file(tmp_path, **{"seed: 0": "seed: [0"}))],
         "missing-weights": lambda: [str(suite_file(tmp_path, **{
             "source: builtin:shapes-resnet": "source: builtin:shapes-resnet\n  weights: absent.pt"}))],
-        "out-is-file": lambda: ["suites/smoke.yaml"],
+        "out-is-file": lambda: ["suites/quick.yaml"],
         "missing-suite": lambda: [str(tmp_path / "nope.yaml")],
         "bad-param": lambda: [str(suite_file(tmp_path, **{"sigma: 0.05": "sigma: -1"}))],
     }[case]()

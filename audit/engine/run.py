@@ -38,15 +38,18 @@ class RunResult:
 def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, *,
               cache_dir: Path | None = None, workers: int = 1, backend: str = "local",
               address: str | None = None, gpus_per_task: float = 0.0) -> RunResult:
-    """Run ``loaded`` and write results.jsonl, summary.csv, report.md and manifest.json to ``out``.
+    """Run ``loaded`` and write results.jsonl, summary.csv, manifest.json, report.md, junit.xml and
+    report.html to ``out``.
 
     Bad input raises :class:`UserError` before anything is written. ``cache_dir``: the cache
     folder, or ``None`` for no cache (the CLI passes :func:`default_cache_dir` unless told).
     """
     from audit.engine.gates import evaluate_gates
+    from audit.engine.render import render_run_dir
+    from audit.engine.samples import collect_samples, write_samples
     from audit.report.manifest import build_manifest
     from audit.report.summary import summarize
-    from audit.report.writer import write_outputs
+    from audit.report.writer import write_data
 
     progress = progress or Progress(quiet=True)
     if out.exists() and not out.is_dir():
@@ -103,5 +106,16 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}
-    write_outputs(out, result, manifest, loaded)
+    manifest["data"]["class_names"] = [str(c) for c in (runner.data.class_names or ())]
+    write_data(out, result, manifest)
+    started = time.perf_counter()
+    try:  # the pictures' data: a failure costs the pictures, never the run
+        samples = collect_samples(runner, log=progress.log)
+    except Exception as exc:
+        progress.log(f"report samples left out: {type(exc).__name__}: {exc}")
+        samples = {}
+    write_samples(out / "samples.npz", samples)
+    samples_s = time.perf_counter() - started
+    progress.log(f"report samples drawn in {samples_s:.1f} s")
+    render_run_dir(out)
     return result

@@ -117,6 +117,16 @@ class _Causal(Metric):
     compares = "map_model"
     mode = ""
 
+    def curve(self, inputs: MetricInputs) -> torch.Tensor:
+        """(B, P) probability curve of the target class over this metric's steps (the random tie
+        order; the report draws it, the value is :meth:`compute`'s)."""
+        p = self.params
+        x, maps = inputs.x_attacked, inputs.map_attacked.to(inputs.x_attacked.device)
+        return causal_curve(inputs.attacked_model, x, maps, inputs.target.to(x.device), inputs.spec, mode=self.mode,
+                            steps=p.steps, baseline_kind=p.baseline, seed=inputs.seed,
+                            sample_ids=sample_ids_of(inputs.sample_ids, x.shape[0]), max_batch=p.max_batch,
+                            reverse_ties=False)
+
     def compute(self, inputs: MetricInputs) -> MetricResult:
         p = self.params
         x, maps = inputs.x_attacked, inputs.map_attacked.to(inputs.x_attacked.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 import audit
+from audit.report.build import resolve_methods
 
 
 def git_commit() -> str | None:
@@ -49,6 +51,8 @@ def build_manifest(loaded, result, data_description: str, device: str, python: s
         "model": {"source": suite.model.source, "digest": result.model.digest,
                   "input": result.model.spec.to_dict()},
         "data": {"description": data_description, "digest": result.data_digest},
+        # every plugin with its resolved parameters (the report's methods appendix)
+        "plugins": [dataclasses.asdict(m) for m in resolve_methods(suite.model_dump(mode="json"))],
         "records": len(result.records),
         "exit_code": result.exit_code,
         "timings_s": {k: round(v, 4) for k, v in sorted(result.timings.items())},

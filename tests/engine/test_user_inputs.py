@@ -72,7 +72,7 @@ def test_torchvision_resnet18_on_an_image_folder_end_to_end(tmp_path, explain_au
 
 @pytest.mark.slow
 def test_same_suite_twice_gives_identical_summary(tmp_path, explain_audit, cli_env):
-    suite = ROOT / "suites" / "smoke.yaml"
+    suite = ROOT / "suites" / "quick.yaml"
     a, b = tmp_path / "a", tmp_path / "b"
     # no cache: the second run must compute everything again, not read the first one's cells
     assert run(explain_audit, cli_env, suite, a, "--cache", "none").returncode == 0

@@ -1,0 +1,203 @@
+"""The report's pictures, drawn with matplotlib (Agg) from what the run folder stores:
+``samples.npz`` (inputs, clean and attacked maps, perturbation curves of a few images; written
+by :mod:`audit.engine.samples`) and the manifest's training curves (``prepared``).
+
+Colour: maps use ``cividis`` (designed for colour-vision deficiency, lightness rising
+monotonically, so it reads in greyscale); a clean map and its attacked map share one colour
+scale (the pair's min..max, −max..max for signed maps). Curves: the colour-blind-safe
+``tableau-colorblind10`` colours, each explainer also with its own line style and marker.
+PNG bytes are deterministic (no timestamp or software metadata), so a re-render is identical.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from audit.report.model import Figure
+
+SAMPLES = "samples.npz"
+GRID_IMAGES = 3  # images per heatmap grid
+CMAP = "cividis"
+STYLES = ["-", "--", "-.", ":"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+DPI = 72
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_samples(folder: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """(index, arrays) of ``folder/samples.npz``; ([], {}) when the run stored none or it is unreadable."""
+    path = Path(folder) / SAMPLES
+    if not path.is_file():
+        return [], {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        index = json.loads(str(arrays.pop("index")))
+    except Exception:  # a damaged picture file costs the pictures, never the report
+        return [], {}
+    return [e for e in index if e.get("array") in arrays], arrays
+
+
+def _shared_scale(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float]:
+    """One colour scale for a clean map and its attacked map: −max|·|..max|·| when either is
+    signed (0 stays the middle); else their joint min..max (a large common offset, as in RISE
+    maps, would otherwise wash the structure out)."""
+    both = a.ravel() if b is None else np.concatenate([a.ravel(), b.ravel()])
+    low, high = float(both.min()), float(both.max())
+    if low < 0:
+        top = max(-low, high)
+        return (-top, top)
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
+    plt = _pyplot()
+    inputs = {e["attack"]: arrays[e["array"]] for e in index if e["kind"] == "input"}
+    clean_entry = next((e for e in index if e["kind"] == "input" and e["attack"] is None), None)
+    if clean_entry is None:
+        return []
+    labels = clean_entry.get("labels", [])
+    ids = clean_entry.get("ids", [])
+    def restored(e: dict) -> np.ndarray:
+        return arrays[e["array"]].astype(np.float32) * float(e.get("scale", 1.0))
+
+    clean_maps = {e["explainer"]: restored(e) for e in index if e["kind"] == "map" and e["attack"] is None}
+    attacked = {}
+    for e in index:
+        if e["kind"] == "map" and e["attack"] is not None:
+            attacked.setdefault(e["attack"], {})[e["explainer"]] = restored(e)
+    explainers = list(clean_maps)
+    figures = []
+    groups = list(attacked.items()) or ([(None, {})] if clean_maps else [])
+    for attack, maps in groups:
+        n = min(GRID_IMAGES, inputs[None].shape[0], *(m.shape[0] for m in clean_maps.values()))
+        rows = 1 + len(explainers)
+        cols = 2 * n
+        fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.3 * rows), squeeze=False)
+        x_att = inputs.get(attack, inputs[None])
+        for i in range(n):
+            for j, (img, title) in enumerate(((inputs[None][i], "input"),
+                                               (x_att[i], "attacked input" if attack in inputs else "same input"))):
+                ax = axes[0][2 * i + j]
+                picture = img.transpose(1, 2, 0)
+                ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+                label = labels[i] if i < len(labels) else ""
+                ax.set_title(f"#{ids[i] if i < len(ids) else i} {label}\n{title}" if j == 0 else title, fontsize=7)
+        for r, explainer in enumerate(explainers, start=1):
+            for i in range(n):
+                a = clean_maps[explainer][i]
+                b = maps.get(explainer)
+                b = None if b is None else b[i]
+                vmin, vmax = _shared_scale(a, b)
+                for j, (m, title) in enumerate(((a, "clean map"), (b, "attacked map"))):
+                    ax = axes[r][2 * i + j]
+                    if m is None:
+                        ax.text(0.5, 0.5, "no map", ha="center", va="center", fontsize=7)
+                    else:
+                        ax.imshow(m, cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+                    if i == 0 and j == 0:
+                        ax.set_ylabel(explainer, fontsize=8)
+                    if r == 1:
+                        ax.set_xlabel(title, fontsize=7)
+        for ax in axes.ravel():
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout(pad=0.3)
+        title = "Clean maps" if attack is None else f"Maps under {attack}"
+        caption = (f"Top row: the first {n} images (sample id, class) and the input the attacked setting sees. "
+                   "Each further row: an explainer's clean map and attacked map side by side, one colour scale "
+                   "per pair (cividis; dark = low, bright = high; the scale spans the pair's min..max, or "
+                   "−max..max for signed maps).")
+        figures.append(Figure(title, caption, _png(fig), f"{title}: inputs and saliency maps of {n} images"))
+    return figures
+
+
+def curve_plots(index: list[dict], arrays: dict) -> list[Figure]:
+    plt = _pyplot()
+    curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for e in index:
+        if e["kind"] == "curve":
+            curves.setdefault(e["metric"], {}).setdefault(e["attack"], {})[e["explainer"]] = arrays[e["array"]]
+    figures = []
+    for metric, by_attack in curves.items():
+        attacks = list(by_attack)
+        cols = min(4, len(attacks))
+        rows = -(-len(attacks) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), squeeze=False, sharey=True)
+        colours = plt.style.library["tableau-colorblind10"]["axes.prop_cycle"].by_key()["color"]
+        explainers = list(dict.fromkeys(e for a in attacks for e in by_attack[a]))
+        n_images = 0
+        for k, attack in enumerate(attacks):
+            ax = axes[k // cols][k % cols]
+            for j, explainer in enumerate(explainers):
+                curve = by_attack[attack].get(explainer)
+                if curve is None:
+                    continue
+                n_images = max(n_images, curve.shape[0])
+                t = np.linspace(0.0, 1.0, curve.shape[1])
+                colour = colours[j % len(colours)]
+                ax.fill_between(t, curve.min(axis=0), curve.max(axis=0), color=colour, alpha=0.18, linewidth=0)
+                ax.plot(t, curve.mean(axis=0), STYLES[j % len(STYLES)], color=colour, marker=MARKERS[j % len(MARKERS)],
+                        markevery=max(1, curve.shape[1] // 6), markersize=4, linewidth=1.4, label=explainer)
+            ax.set_title(attack, fontsize=9)
+            ax.set_xlabel("fraction of the perturbation steps", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        for k in range(len(attacks), rows * cols):
+            axes[k // cols][k % cols].axis("off")
+        axes[0][0].set_ylabel("probability of the class", fontsize=8)
+        axes[0][0].legend(fontsize=7, loc="best")
+        fig.tight_layout(pad=0.4)
+        caption = (f"{metric}: the target class's probability along the metric's perturbation of the attacked "
+                   f"setting's input, in the order of its map; line = mean over {n_images} sample images, band = "
+                   "their minimum to maximum (the summary's value is over every image).")
+        figures.append(Figure(f"{metric} curves", caption, _png(fig), f"{metric} perturbation curves per attack"))
+    return figures
+
+
+def training_plots(manifest: dict) -> list[Figure]:
+    """One figure per prepared attack that recorded curves (``{name: {"values": [...]}}``)."""
+    plt = _pyplot()
+    figures = []
+    for attack, summary in sorted((manifest.get("prepared") or {}).items()):
+        series = {name: c["values"] for name, c in sorted(summary.items())
+                  if isinstance(c, dict) and isinstance(c.get("values"), list) and len(c["values"]) > 1}
+        if not series:
+            continue
+        fig, axes = plt.subplots(1, len(series), figsize=(3.0 * len(series), 2.3), squeeze=False)
+        for ax, (name, values) in zip(axes[0], series.items(), strict=True):
+            ax.plot(np.arange(len(values)), np.asarray(values, dtype=float), color="#006ba4", linewidth=1.2)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        fig.tight_layout(pad=0.4)
+        figures.append(Figure(f"Training of {attack}", "The curves the attack recorded while it trained "
+                              "(manifest.json, prepared).", _png(fig), f"training curves of {attack}"))
+    return figures
+
+
+def load_figures(run) -> list[Figure]:
+    index, arrays = read_samples(run.folder)
+    return heatmap_grids(index, arrays) + curve_plots(index, arrays) + training_plots(run.manifest)
