@@ -36,7 +36,7 @@ from audit.engine.prepare import Preparation, Shipped
 from audit.engine.suite import LoadedSuite, training_plugins
 from audit.errors import UserError
 from audit.explainers._graph import script_modules
-from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer
+from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, Unsupported
 from audit.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from audit.models.contract import check_deterministic, check_output
 from audit.models.inference import forward_chunk
@@ -414,6 +414,10 @@ class Runner:
                     if "swap" not in clean:
                         clean["swap"] = self._explain(group, model, x, swap_target, ids, None, "swap")
                     map_swap = clean["swap"]
+            except Unsupported as exc:  # a model the explainer refuses (e.g. a gated model's functional
+                # conv for LRP): no map, and no failure of the explainer either
+                reason = f"explainer {group!r} refused this setting's model: {exc}"
+                return {m: MetricResult.skipped(n, reason) for m in metric_ids}
             except Exception as exc:
                 reason = f"explainer {group!r} failed: {type(exc).__name__}: {exc}"
                 return {m: MetricResult.error(n, reason) for m in metric_ids}

@@ -39,7 +39,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from audit.explainers.base import without_inplace
+from audit.explainers.base import Unsupported, without_inplace
 
 
 class _Gate(torch.autograd.Function):
@@ -127,8 +127,8 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return f"{'method' if node.op == 'call_method' else 'function'} {target}()"
 
 
-def _refuse(what: str) -> ValueError:
-    return ValueError(f"LRP has no rule for the {what} in this model's forward; its relevance would not be "
+def _refuse(what: str) -> Unsupported:
+    return Unsupported(f"LRP has no rule for the {what} in this model's forward; its relevance would not be "
                       "conserved there: use an explainer that needs no rules (saliency, smoothgrad, "
                       "integrated_gradients, gradcam, rise)")
 
@@ -139,7 +139,7 @@ def lrp_graph(model: nn.Module, example: torch.Tensor) -> LrpGraph:
     The copy computes the same logits as ``model`` up to float rounding (BatchNorm folding).
     Raises ``ValueError`` naming the first operation it cannot give a rule."""
     if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
-        raise ValueError("LRP hooks every layer, and TorchScript modules run no hooks; give the model's "
+        raise Unsupported("LRP hooks every layer, and TorchScript modules run no hooks; give the model's "
                          "Python code (source: import:pkg.module:callable) or use a gradient explainer")
     clone = without_inplace(model).eval()
     from zennit.layer import Sum
@@ -153,7 +153,7 @@ def lrp_graph(model: nn.Module, example: torch.Tensor) -> LrpGraph:
     except RuntimeError:
         raise  # the model's own error (fx's tracing problems are TraceError, a ValueError, or TypeError)
     except Exception as exc:
-        raise ValueError(f"LRP needs the model's whole computation as modules and torch.fx cannot trace its "
+        raise Unsupported(f"LRP needs the model's whole computation as modules and torch.fx cannot trace its "
                          f"forward ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:150]}); use an "
                          "explainer that needs no rules (saliency, smoothgrad, integrated_gradients, rise)") from None
     gm.eval()

@@ -41,6 +41,11 @@ class ExplainContext:
         return ExplainContext(self.spec, self.seed, ids, self.device)
 
 
+class Unsupported(ValueError):
+    """The explainer cannot explain this model correctly (e.g. LRP meets an operation it has no rule
+    for): a refusal, not a failure. The engine records the cells ``skipped`` with this reason."""
+
+
 class Explainer(Plugin):
     """Base class. Subclasses implement :meth:`explain` and declare their capabilities."""
 
