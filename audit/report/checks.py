@@ -129,7 +129,7 @@ def invariance_check(summary: list[SummaryRow], suite: dict) -> tuple[list[Table
         elif row.mean < INPUT_INVARIANT_MIN:
             verdict, bad = "not input invariant", 1.0
             findings.append(Finding(f"{row.explainer} is not input invariant: a constant shift the model "
-                                    f"compensates changes its map ({row.attack}: Spearman {_with_ci(row, 3)}).",
+                                    f"compensates changes its map ({row.attack}: {row.metric} {_with_ci(row, 3)}).",
                                     "bad"))
         else:
             verdict, bad = f"invariant on these {row.n} images", 0.0
