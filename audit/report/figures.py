@@ -71,8 +71,40 @@ def _shared_scale(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
+TILE = 96  # pixels per image or map in a heatmap grid
+GAP = 6  # white pixels between tiles
+
+
+def _tile(picture: np.ndarray) -> np.ndarray:
+    """(TILE, TILE, 3) float RGB in [0, 1]: an (H, W, 3) picture resized by nearest neighbour."""
+    h, w = picture.shape[:2]
+    rows = (np.arange(TILE) * h) // TILE
+    cols = (np.arange(TILE) * w) // TILE
+    return picture[rows][:, cols]
+
+
+def _input_tile(img: np.ndarray) -> np.ndarray:
+    picture = img.transpose(1, 2, 0).astype(np.float32) / 255.0
+    if picture.shape[-1] == 1:
+        picture = np.repeat(picture, 3, axis=-1)
+    return _tile(np.clip(picture[..., :3], 0.0, 1.0))
+
+
+def _map_tile(m: np.ndarray, vmin: float, vmax: float, cmap) -> np.ndarray:
+    scaled = np.clip((m.astype(np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
+    return _tile(cmap(scaled)[..., :3])
+
+
 def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
+    """One picture per attack: the first images and, per explainer, clean and attacked maps.
+
+    The grid is composed as one RGB mosaic (numpy) and drawn on a single axes: a grid of one
+    axes per tile took ~3 s per attack in matplotlib (a full suite's report spent over a minute
+    on it)."""
     plt = _pyplot()
+    import matplotlib
+
+    cmap = matplotlib.colormaps[CMAP]
     inputs = {e["attack"]: arrays[e["array"]] for e in index if e["kind"] == "input"}
     clean_entry = next((e for e in index if e["kind"] == "input" and e["attack"] is None), None)
     if clean_entry is None:
@@ -90,40 +122,57 @@ def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
     explainers = list(clean_maps)
     figures = []
     groups = list(attacked.items()) or ([(None, {})] if clean_maps else [])
+    step = TILE + GAP
     for attack, maps in groups:
         n = min(GRID_IMAGES, inputs[None].shape[0], *(m.shape[0] for m in clean_maps.values()))
-        rows = 1 + len(explainers)
-        cols = 2 * n
-        fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 1.3 * rows), squeeze=False)
+        rows, cols = 1 + len(explainers), 2 * n
+        band = 14  # pixels between the input row and the maps, for the "clean map" labels
+
+        def top_of(r: int) -> int:
+            return r * step + (band if r else 0)
+
+        mosaic = np.ones((top_of(rows) - GAP, cols * step - GAP, 3))
+        texts = []  # (x, y, text, horizontal alignment, vertical alignment) in mosaic pixels
         x_att = inputs.get(attack, inputs[None])
+
+        def put(r: int, c: int, tile: np.ndarray | None) -> None:
+            if tile is None:
+                texts.append((c * step + TILE / 2, top_of(r) + TILE / 2, "no map", "center", "center"))
+            else:
+                mosaic[top_of(r):top_of(r) + TILE, c * step:c * step + TILE] = tile
+
         for i in range(n):
-            for j, (img, title) in enumerate(((inputs[None][i], "input"),
-                                               (x_att[i], "attacked input" if attack in inputs else "same input"))):
-                ax = axes[0][2 * i + j]
-                picture = img.transpose(1, 2, 0)
-                ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
-                label = labels[i] if i < len(labels) else ""
-                ax.set_title(f"#{ids[i] if i < len(ids) else i} {label}\n{title}" if j == 0 else title, fontsize=7)
+            label = labels[i] if i < len(labels) else ""
+            put(0, 2 * i, _input_tile(inputs[None][i]))
+            put(0, 2 * i + 1, _input_tile(x_att[i]))
+            texts.append((2 * i * step + TILE / 2, -4, f"#{ids[i] if i < len(ids) else i} {label}\ninput",
+                          "center", "bottom"))
+            texts.append(((2 * i + 1) * step + TILE / 2, -4,
+                          "attacked input" if attack in inputs else "same input", "center", "bottom"))
         for r, explainer in enumerate(explainers, start=1):
+            texts.append((-6, top_of(r) + TILE / 2, explainer, "right", "center"))
             for i in range(n):
                 a = clean_maps[explainer][i]
                 b = maps.get(explainer)
                 b = None if b is None else b[i]
                 vmin, vmax = _shared_scale(a, b)
-                for j, (m, title) in enumerate(((a, "clean map"), (b, "attacked map"))):
-                    ax = axes[r][2 * i + j]
-                    if m is None:
-                        ax.text(0.5, 0.5, "no map", ha="center", va="center", fontsize=7)
-                    else:
-                        ax.imshow(m, cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
-                    if i == 0 and j == 0:
-                        ax.set_ylabel(explainer, fontsize=8)
-                    if r == 1:
-                        ax.set_xlabel(title, fontsize=7)
-        for ax in axes.ravel():
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout(pad=0.3)
+                put(r, 2 * i, _map_tile(a, vmin, vmax, cmap))
+                put(r, 2 * i + 1, None if b is None else _map_tile(b, vmin, vmax, cmap))
+        for c in range(cols):  # in the band above the first map row
+            texts.append((c * step + TILE / 2, top_of(1) - 2, "clean map" if c % 2 == 0 else "attacked map",
+                          "center", "bottom"))
+        left, top, bottom = 110, 34, 4  # margins in pixels: row labels, two-line titles
+        height, width = mosaic.shape[:2]
+        fig = plt.figure(figsize=((width + left + 4) / DPI, (height + top + bottom) / DPI), dpi=DPI)
+        ax = fig.add_axes([left / (width + left + 4), bottom / (height + top + bottom),
+                           width / (width + left + 4), height / (height + top + bottom)])
+        ax.imshow(mosaic, interpolation="nearest", extent=(0, width, height, 0))
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        ax.axis("off")
+        for x, y, text, ha, va in texts:
+            ax.text(x, y, text, ha=ha, va=va, fontsize=7, clip_on=False,
+                    bbox=dict(facecolor="white", edgecolor="none", pad=0.5) if text == "no map" else None)
         title = "Clean maps" if attack is None else f"Maps under {attack}"
         caption = (f"Top row: the first {n} images (sample id, class) and the input the attacked setting sees. "
                    "Each further row: an explainer's clean map and attacked map side by side, one colour scale "
@@ -168,7 +217,8 @@ def curve_plots(index: list[dict], arrays: dict) -> list[Figure]:
             axes[k // cols][k % cols].axis("off")
         axes[0][0].set_ylabel("probability of the class", fontsize=8)
         axes[0][0].legend(fontsize=7, loc="best")
-        fig.tight_layout(pad=0.4)
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / (2.4 * rows) + 0.04, top=1 - 0.35 / (2.4 * rows),
+                            wspace=0.08, hspace=0.55)
         caption = (f"{metric}: the target class's probability along the metric's perturbation of the attacked "
                    f"setting's input, in the order of its map; line = mean over {n_images} sample images, band = "
                    "their minimum to maximum (the summary's value is over every image).")
