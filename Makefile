@@ -1,8 +1,8 @@
-# Quick start: `make audit` (set up and run the smoke suite), `make test` (run the tests).
+# Quick start: `make audit` (set up and run the main job, suites/full.yaml), `make test` (run the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SUITE ?= suites/smoke.yaml
+SUITE ?= suites/full.yaml
 CONSTRAINTS ?= constraints.txt
 PIP_CONSTRAINT_ARG := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 STAMP := $(VENV)/.installed
