@@ -46,7 +46,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     """
     from audit.engine.gates import evaluate_gates
     from audit.engine.render import render_run_dir
-    from audit.engine.samples import collect_samples, write_samples
+    from audit.engine.samples import SAMPLE_IMAGES, collect_samples, write_samples
     from audit.report.manifest import build_manifest
     from audit.report.summary import summarize
     from audit.report.writer import write_data
@@ -75,6 +75,8 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     compute_started = time.perf_counter()
     runner.preparation.prepare_all()  # once, here: workers get the prepared states, never train
     units = runner.units()
+    if len(runner.data):  # keep the pictured images' maps as the cells compute them (local backend)
+        runner.picture_ids = tuple(runner.data.batch(range(min(SAMPLE_IMAGES, len(runner.data)))).ids)
     with progress.task(f"{len(units)} units", len(units)) as step:
         if backend == "ray":
             records = run_ray(runner, units, step, address=address, gpus_per_task=gpus_per_task)

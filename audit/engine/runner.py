@@ -212,6 +212,11 @@ class Runner:
             {a: self._item_keys[("attacks", a)] for a in self.attacks}, self._run_key, cache, self.training,
             self.timings, shipped=shipped, log=log)
         self._inputs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}  # this batch's attacked images
+        # the report's pictures (audit.engine.samples) show the first images of the data; a run
+        # that computes their maps and attacked inputs in this process keeps those rows here, so
+        # the pictures show exactly what the cells scored and nothing is explained twice
+        self.picture_ids: tuple[int, ...] = ()  # set by the driver; empty: keep nothing
+        self.pictures: dict[tuple, torch.Tensor] = {}
         self.timings["setup"] += time.perf_counter() - started
 
     # -- plan ----------------------------------------------------------------------------------
@@ -277,6 +282,7 @@ class Runner:
             if any(k[1] != tuple(ids) for k in self._inputs):  # units run batch by batch: keep one
                 self._inputs.clear()
             self._inputs[memo] = x_att
+            self._keep_picture(("input", attack_id), ids, x_att)
         return self._inputs[memo]
 
     # -- one unit ------------------------------------------------------------------------------
@@ -287,16 +293,23 @@ class Runner:
         finally:
             self.timings[stage] += time.perf_counter() - started
 
+    def _keep_picture(self, key: tuple, ids, rows: torch.Tensor) -> None:
+        k = len(self.picture_ids)
+        if k and len(ids) >= k and tuple(ids[:k]) == self.picture_ids:
+            self.pictures[key] = rows[:k].detach().cpu()
+
     def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None,
                  role: str = "target"):
         key = self.map_key(explainer_id, attack_id, ids, role)
         cached = self.cache.get_tensors("maps", key)
         if cached is not None:
-            return cached["map"].to(self.device)
-        ctx = ExplainContext(self.model.spec, derive_seed(self.suite.seed, "explainer", explainer_id),
-                             tuple(ids), self.device)
-        maps = self._timed(f"explain {explainer_id}", self.explainers[explainer_id], model, x, target, ctx)
-        self.cache.put_tensors("maps", key, {"map": maps})
+            maps = cached["map"].to(self.device)
+        else:
+            ctx = ExplainContext(self.model.spec, derive_seed(self.suite.seed, "explainer", explainer_id),
+                                 tuple(ids), self.device)
+            maps = self._timed(f"explain {explainer_id}", self.explainers[explainer_id], model, x, target, ctx)
+            self.cache.put_tensors("maps", key, {"map": maps})
+        self._keep_picture(("map", explainer_id, attack_id, role), ids, maps)
         return maps
 
     def _explain_fn(self, explainer_id: str):

@@ -3,10 +3,13 @@ never pickle): for the first few images of the data, the clean and attacked inpu
 clean and the attacked setting's map per explainer, and the perturbation curves of every metric
 that can draw one (a ``curve(inputs)`` method: AOPC, deletion, insertion) on the attacked setting.
 
-Computed by the driver after the audit, on their own small batch, with the audit's seeds (the
-same explainer seed, attack seed and image ids as the cells); a failure leaves that picture out
-and never touches a record. Layout: ``index`` is a JSON string listing every entry; each entry
-names its array (``a0``, ``a1``, …); a map is stored as float16 divided by its ``scale``.
+Computed by the driver after the audit. Maps and attacked inputs the run computed in this
+process (the local backend) are the very rows the cells scored (``Runner.pictures``); otherwise
+(pool and Ray workers) they are computed again on their own small batch with the audit's seeds
+(the same explainer seed, attack seed and image ids as the cells). The curves are always
+computed here. A failure leaves that picture out and never touches a record. Layout: ``index``
+is a JSON string listing every entry; each entry names its array (``a0``, ``a1``, …); a map is
+stored as float16 divided by its ``scale``.
 """
 
 from __future__ import annotations
@@ -56,10 +59,20 @@ def collect_samples(runner: Runner, k: int = SAMPLE_IMAGES, log=None) -> dict[st
     put({"kind": "input", "attack": None, "ids": list(ids),
          "labels": [names[i] if 0 <= i < len(names) else str(i) for i in batch.labels.tolist()]},
         (batch.images.clamp(0, 1) * 255).round(), np.uint8)
+    def kept(key: tuple) -> torch.Tensor | None:
+        """The rows the run itself computed for these images (Runner.pictures), if it kept them."""
+        rows = runner.pictures.get(key) if tuple(ids) == runner.picture_ids else None
+        return None if rows is None else rows.to(runner.device)
+
+    def explained(explainer_id: str, attacked_model, images, attack_id: str | None) -> torch.Tensor:
+        rows = kept(("map", explainer_id, attack_id, "target"))
+        return rows if rows is not None else runner._explain(explainer_id, attacked_model, images, target, ids,
+                                                             attack_id)
+
     clean: dict[str, torch.Tensor] = {}
     for explainer_id in runner.explainers:
         try:
-            maps = runner._explain(explainer_id, model, x, target, ids, None)
+            maps = explained(explainer_id, model, x, None)
             if not any(_map_problems(None, explainer_id, "clean", maps)):
                 clean[explainer_id] = maps
                 put({"kind": "map", "attack": None, "explainer": explainer_id}, maps, np.float16)
@@ -71,7 +84,9 @@ def collect_samples(runner: Runner, k: int = SAMPLE_IMAGES, log=None) -> dict[st
         if isinstance(attacked, Exception):
             continue
         try:
-            x_att = runner.attacked_inputs(attack_id, attacked, x, target, ids)
+            x_att = kept(("input", attack_id)) if attack.changes_input() else None
+            if x_att is None:
+                x_att = runner.attacked_inputs(attack_id, attacked, x, target, ids)
             with torch.no_grad():
                 predicted_att = attacked(x_att).argmax(dim=1)
         except Exception as exc:
@@ -82,8 +97,8 @@ def collect_samples(runner: Runner, k: int = SAMPLE_IMAGES, log=None) -> dict[st
                 np.uint8)
         for explainer_id in clean:
             try:
-                maps = clean[explainer_id] if attack.kind == "identity" else runner._explain(
-                    explainer_id, attacked, x_att, target, ids, attack_id)
+                maps = clean[explainer_id] if attack.kind == "identity" else explained(
+                    explainer_id, attacked, x_att, attack_id)
                 if any(_map_problems(None, explainer_id, "attacked", maps)):
                     continue
                 if attack.kind != "identity":

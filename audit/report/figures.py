@@ -73,6 +73,21 @@ def _shared_scale(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float]:
 
 TILE = 96  # pixels per image or map in a heatmap grid
 GAP = 6  # white pixels between tiles
+BAND = 14  # pixels between the input row and the maps, for the "clean map" labels
+
+
+def _top(r: int) -> int:
+    """First pixel row of grid row ``r`` in a heatmap mosaic (row 0: the inputs)."""
+    return r * (TILE + GAP) + (BAND if r else 0)
+
+
+def _place(mosaic: np.ndarray, texts: list, r: int, c: int, tile: np.ndarray | None) -> None:
+    """Tile ``tile`` at grid row ``r``, column ``c`` of ``mosaic``; None writes "no map" there."""
+    left = c * (TILE + GAP)
+    if tile is None:
+        texts.append((left + TILE / 2, _top(r) + TILE / 2, "no map", "center", "center"))
+    else:
+        mosaic[_top(r):_top(r) + TILE, left:left + TILE] = tile
 
 
 def _tile(picture: np.ndarray) -> np.ndarray:
@@ -126,40 +141,29 @@ def heatmap_grids(index: list[dict], arrays: dict) -> list[Figure]:
     for attack, maps in groups:
         n = min(GRID_IMAGES, inputs[None].shape[0], *(m.shape[0] for m in clean_maps.values()))
         rows, cols = 1 + len(explainers), 2 * n
-        band = 14  # pixels between the input row and the maps, for the "clean map" labels
-
-        def top_of(r: int) -> int:
-            return r * step + (band if r else 0)
-
-        mosaic = np.ones((top_of(rows) - GAP, cols * step - GAP, 3))
+        mosaic = np.ones((_top(rows) - GAP, cols * step - GAP, 3))
         texts = []  # (x, y, text, horizontal alignment, vertical alignment) in mosaic pixels
         x_att = inputs.get(attack, inputs[None])
 
-        def put(r: int, c: int, tile: np.ndarray | None) -> None:
-            if tile is None:
-                texts.append((c * step + TILE / 2, top_of(r) + TILE / 2, "no map", "center", "center"))
-            else:
-                mosaic[top_of(r):top_of(r) + TILE, c * step:c * step + TILE] = tile
-
         for i in range(n):
             label = labels[i] if i < len(labels) else ""
-            put(0, 2 * i, _input_tile(inputs[None][i]))
-            put(0, 2 * i + 1, _input_tile(x_att[i]))
+            _place(mosaic, texts, 0, 2 * i, _input_tile(inputs[None][i]))
+            _place(mosaic, texts, 0, 2 * i + 1, _input_tile(x_att[i]))
             texts.append((2 * i * step + TILE / 2, -4, f"#{ids[i] if i < len(ids) else i} {label}\ninput",
                           "center", "bottom"))
             texts.append(((2 * i + 1) * step + TILE / 2, -4,
                           "attacked input" if attack in inputs else "same input", "center", "bottom"))
         for r, explainer in enumerate(explainers, start=1):
-            texts.append((-6, top_of(r) + TILE / 2, explainer, "right", "center"))
+            texts.append((-6, _top(r) + TILE / 2, explainer, "right", "center"))
             for i in range(n):
                 a = clean_maps[explainer][i]
                 b = maps.get(explainer)
                 b = None if b is None else b[i]
                 vmin, vmax = _shared_scale(a, b)
-                put(r, 2 * i, _map_tile(a, vmin, vmax, cmap))
-                put(r, 2 * i + 1, None if b is None else _map_tile(b, vmin, vmax, cmap))
+                _place(mosaic, texts, r, 2 * i, _map_tile(a, vmin, vmax, cmap))
+                _place(mosaic, texts, r, 2 * i + 1, None if b is None else _map_tile(b, vmin, vmax, cmap))
         for c in range(cols):  # in the band above the first map row
-            texts.append((c * step + TILE / 2, top_of(1) - 2, "clean map" if c % 2 == 0 else "attacked map",
+            texts.append((c * step + TILE / 2, _top(1) - 2, "clean map" if c % 2 == 0 else "attacked map",
                           "center", "bottom"))
         left, top, bottom = 110, 34, 4  # margins in pixels: row labels, two-line titles
         height, width = mosaic.shape[:2]
