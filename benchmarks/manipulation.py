@@ -62,7 +62,8 @@ def main() -> None:
 
     steps = {"plain": plain}
     for target, fooling in VARIANTS:
-        attack = Manipulation(target=target, fooling=fooling, lr=1e-4)
+        extra = {"target_params": {"composite": "epsilon"}} if target == "lrp" else {}  # its differentiable form
+        attack = Manipulation(target=target, fooling=fooling, lr=1e-4, **extra)
         explainer = attack.target_explainer()
         fooled = copy.deepcopy(model).eval().requires_grad_(True)
         reference = copy.deepcopy(model).eval().requires_grad_(False)

@@ -15,11 +15,19 @@ almost no relevance to the input (the stabilisers absorb it), which the conserva
 refuses; a trained model of the same architecture need not be refused.
 
     OMP_NUM_THREADS=1 python benchmarks/support_matrix.py [--only resnet18,densenet121] [--out docs/support.md]
+        [--fresh]
+
+Every finished architecture's row is saved at once to the ``--out`` path with suffix ``.json``
+(``docs/support.json``); a run started again reuses the rows it finds there for the same
+explainers (``--fresh`` ignores them), so an interrupted matrix resumes where it stopped.
+torchvision's ViTs are built at 64 px (56 px for patch 14): their ``image_size`` is a constructor
+argument, and at 224 px ViT-H/14 alone took over half an hour of one core.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -32,7 +40,7 @@ from audit.spec import InputSpec
 PARAMS = {"smoothgrad": {"n_samples": 2}, "integrated_gradients": {"n_steps": 4},
           "rise": {"n_masks": 16}, "mc_rise": {"n_masks": 16}}
 # Smallest input each family allows (and that leaves its last feature map larger than 1x1).
-SIZES = {"inception_v3": 160, "googlenet": 64, "vit": 224, "swin": 64, "maxvit": 224}
+SIZES = {"inception_v3": 160, "googlenet": 64, "vit_h_14": 56, "vit": 64, "swin": 64, "maxvit": 224}
 TIMM = ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_tiny_patch16_224", "mobilenetv3_small_100",
         "regnety_002", "densenet121", "deit_tiny_patch16_224"]
 
@@ -51,7 +59,8 @@ def build(source: str, seed: int = 0, size: int = 224) -> torch.nn.Module:
     if scheme == "torchvision":
         import torchvision
 
-        return torchvision.models.get_model(arch, weights=None, num_classes=10).eval()
+        extra = {"image_size": size} if arch.startswith("vit_") else {}  # a constructor argument
+        return torchvision.models.get_model(arch, weights=None, num_classes=10, **extra).eval()
     import timm
 
     extra = {"img_size": size} if "patch16" in arch else {}  # timm's ViTs take any multiple of 16
@@ -91,9 +100,19 @@ def sources(only: list[str] | None) -> list[str]:
     return names
 
 
-def matrix(names: list[str], explainers: list[str], log=print) -> dict[str, dict[str, str]]:
+def matrix(names: list[str], explainers: list[str], log=print, saved: Path | None = None,
+           fresh: bool = False) -> dict[str, dict[str, str]]:
+    """{source: {explainer: "✓" | "refused: reason" | "✗ ..."}}; with ``saved``, every finished row is
+    written there at once and rows already there (for the same explainers) are reused unless
+    ``fresh``."""
+    done = {}
+    if saved is not None and saved.is_file() and not fresh:
+        done = {s: r for s, r in json.loads(saved.read_text(encoding="utf-8")).items() if list(r) == explainers}
     rows = {}
     for source in names:
+        if source in done:
+            rows[source] = done[source]
+            continue
         arch = source.split(":", 1)[1]
         size = input_size(arch)
         spec = InputSpec(size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -105,6 +124,9 @@ def matrix(names: list[str], explainers: list[str], log=print) -> dict[str, dict
             rows[source] = {e: f"✗ build: {type(exc).__name__}: {exc}" for e in explainers}
             continue
         rows[source] = {e: cell(e, model, x, spec) for e in explainers}
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps({**done, **rows}, indent=1, ensure_ascii=False), encoding="utf-8")
         log(f"{source} ({size}px, {time.perf_counter() - started:.1f} s): "
             + ", ".join(f"{e} {v[:1] if v[:1] in '✓✗' else 'refused'}" for e, v in rows[source].items()))
     return rows
@@ -141,9 +163,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated architecture names")
     parser.add_argument("--out", default="docs/support.md")
+    parser.add_argument("--fresh", action="store_true", help="ignore the rows saved by an earlier run")
     args = parser.parse_args()
     explainers = [name for name, _ in EXPLAINERS]
-    rows = matrix(sources(args.only.split(",") if args.only else None), explainers)
+    rows = matrix(sources(args.only.split(",") if args.only else None), explainers,
+                  saved=Path(args.out).with_suffix(".json"), fresh=args.fresh)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(markdown(rows, explainers), encoding="utf-8")
     print(f"wrote {args.out}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from audit.registry import Params
@@ -38,6 +38,20 @@ class MapAttackParams(Params):
             names = [n for n, c in EXPLAINERS if c.differentiable]
             raise ValueError(f"explainer {name!r} has no differentiable map; use one of {', '.join(names)}")
         return name
+
+    @model_validator(mode="after")
+    def _same_map(self):
+        from audit.explainers.base import EXPLAINERS
+
+        plugin = EXPLAINERS.get(self.explainer)
+        try:
+            plugin.Params.model_validate(self.explainer_params)
+        except Exception as exc:  # pydantic's message names the bad key
+            raise ValueError(f"explainer_params are not valid {self.explainer} parameters: "
+                             f"{str(exc).splitlines()[-1].strip()}") from None
+        if (reason := plugin.not_differentiable(dict(self.explainer_params))) is not None:
+            raise ValueError(reason)  # the map attacked must be the map the audit scores
+        return self
 
 
 def mean_one(maps: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,10 @@ or wrong (active fooling) while its predictions barely move:
 
 ``L_F`` (:mod:`audit.attacks._fooling`) is computed on the ``target`` explainer's
 ``differentiable_map`` — any registered explainer with ``differentiable = True``: Grad-CAM at its
-target layer's grid (8×8 on the reference model), SimpleGrad (``saliency``) and LRP-ε (``lrp``'s
-gradient-times-input form, METHODS §2) at input resolution or average-pooled to ``resolution``.
+target layer's grid (8×8 on the reference model), SimpleGrad (``saliency``) and LRP-ε (``lrp`` with
+``target_params: {composite: epsilon}``, in its gradient-times-input form, METHODS §2; the default
+EpsilonPlusFlat composite has no differentiable form and is refused, since the audit would score
+another map than the one trained against) at input resolution or average-pooled to ``resolution``.
 Maps are normalised inside the loss (unsigned maps ÷ max, signed maps min–max).
 
 - ``location``: mean (h − frame)², the frame of width max(1, ⌊l/7⌋) (or ``frame_width``).
@@ -117,11 +119,14 @@ class ManipulationParams(Params):
     def _target_params(self):
         from audit.explainers.base import EXPLAINERS
 
+        plugin = EXPLAINERS.get(self.target)
         try:
-            EXPLAINERS.get(self.target).Params.model_validate(self.target_params)
+            plugin.Params.model_validate(self.target_params)
         except Exception as exc:  # pydantic's message names the bad key
             raise ValueError(f"target_params are not valid {self.target} parameters: "
                              f"{str(exc).splitlines()[-1].strip()}") from None
+        if (reason := plugin.not_differentiable(dict(self.target_params))) is not None:
+            raise ValueError(reason)  # the map in the loss must be the map the audit scores
         return self
 
 

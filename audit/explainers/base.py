@@ -86,6 +86,12 @@ class Explainer(Plugin):
         """
         return [None] * int(maps.shape[0])
 
+    @classmethod
+    def not_differentiable(cls, params: dict) -> str | None:
+        """Why this explainer with ``params`` has no :meth:`differentiable_map` that equals its
+        scored map (an attack would attack another map than the audit scores), or None."""
+        return None if cls.differentiable else f"explainer {cls.name!r} has no differentiable map"
+
     def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            create_graph: bool = True) -> torch.Tensor:
         """Maps (B, H, W) that keep their autograd graph to ``model``'s parameters (and ``x``).

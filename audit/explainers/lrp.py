@@ -21,12 +21,20 @@ divided by near-zero pre-activations (seen on randomised dense layers); such an 
 scored, with the sum in the reason.
 
 :func:`differentiable_lrp_epsilon` is LRP-epsilon written as gradient x input with stop-gradient
-denominators, so a map can sit inside a training loss (issue F).
+denominators, so a map can sit inside a training loss (issue F). It is the map of ``lrp`` with
+``composite: epsilon`` (epsilon at every convolution and dense layer), times the class logit, and
+not the map of the default EpsilonPlusFlat composite (flat and z+ rules have no such form here):
+an attack that puts ``lrp`` in its loss (manipulation, targeted_map, fragility) is refused at
+validation unless its ``composite`` is ``epsilon``, so the map it attacks is the map the audit
+scores (audit with ``{lrp: {composite: epsilon}}``). Before this check, an "LRP-targeted"
+manipulation trained against LRP-epsilon and was scored on EpsilonPlusFlat maps, which it barely
+moved (suites/manipulation.yaml, session 10: LRP location FSR 0.00 on its own "target").
 """
 
 from __future__ import annotations
 
 import weakref
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -34,7 +42,7 @@ from torch import nn
 
 from audit.explainers._graph import functional_twin, twin_forward
 from audit.explainers._lrp_graph import LrpGraph, lrp_graph
-from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
+from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, Unsupported, eval_mode
 from audit.models.inference import _state_signature
 from audit.registry import Params
 
@@ -70,6 +78,10 @@ _AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
 
 class LrpParams(Params):
+    composite: Literal["epsilon_plus_flat", "epsilon"] = Field(
+        "epsilon_plus_flat", description="rules: epsilon_plus_flat (Zennit EpsilonPlusFlat: flat at the first "
+        "layer, z+ at convolutions, epsilon at dense layers) or epsilon (epsilon at every convolution and "
+        "dense layer: the map an attack can differentiate, see differentiable_lrp_epsilon)")
     epsilon: float = Field(1e-6, gt=0.0, description="stabiliser of the epsilon rule (dense layers)")
     stabilizer: float = Field(1e-6, gt=0.0, description="stabiliser of the flat and z+ rules")
     conservation_tolerance: float | None = Field(
@@ -91,10 +103,9 @@ class Lrp(Explainer):
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
         from zennit.attribution import Gradient
-        from zennit.composites import EpsilonPlusFlat
 
         graph = _graph_for(model, x).module
-        composite = EpsilonPlusFlat(epsilon=self.params.epsilon, stabilizer=self.params.stabilizer)
+        composite = self._composite()
         inputs = x.detach().clone().requires_grad_(True)
 
         def one_hot(logits: torch.Tensor) -> torch.Tensor:
@@ -114,6 +125,27 @@ class Lrp(Explainer):
                                "its relevance would explain another function")
         return relevance.sum(dim=1)
 
+    def _composite(self):
+        from zennit.composites import EpsilonPlusFlat, LayerMapComposite, layer_map_base
+        from zennit.rules import Epsilon
+        from zennit.types import Convolution
+
+        p = self.params
+        if p.composite == "epsilon":  # the base map (pass-through activations, proportional sums and
+            # average pools, BatchNorm passed: it is folded into its convolution) plus epsilon everywhere
+            return LayerMapComposite(layer_map_base(p.stabilizer) + [(Convolution, Epsilon(epsilon=p.epsilon)),
+                                                                     (nn.Linear, Epsilon(epsilon=p.epsilon))])
+        return EpsilonPlusFlat(epsilon=p.epsilon, stabilizer=p.stabilizer)
+
+    @classmethod
+    def not_differentiable(cls, params: dict) -> str | None:
+        """Only ``composite: epsilon`` has a differentiable form (:func:`differentiable_lrp_epsilon`)."""
+        if cls.Params.model_validate(params).composite != "epsilon":
+            return ("lrp's differentiable map is LRP-epsilon, not the default EpsilonPlusFlat composite the "
+                    "explainer scores; set its parameters to {composite: epsilon} and audit with "
+                    "{lrp: {composite: epsilon}} so the map attacked is the map scored")
+        return None
+
     def check_model(self, model: nn.Module, x: torch.Tensor) -> dict:
         """The rewritten graph LRP's rules see (:func:`audit.explainers._lrp_graph.lrp_graph`),
         built on ``x`` and checked to compute the model's logits; ``ValueError`` where it cannot."""
@@ -123,7 +155,8 @@ class Lrp(Explainer):
         if problem is not None:
             raise ValueError(f"LRP's rewritten model does not compute the model's logits ({problem}); use "
                              "an explainer that needs no rules (saliency, smoothgrad, integrated_gradients)")
-        return {"rules": "Zennit EpsilonPlusFlat", "canonized": graph.describe()}
+        rules = "Zennit EpsilonPlusFlat" if self.params.composite == "epsilon_plus_flat" else "Zennit epsilon"
+        return {"rules": rules, "canonized": graph.describe()}
 
     def map_problems(self, maps: torch.Tensor) -> list[str | None]:
         """Images whose total relevance (map sum; the explained output is 1) lies outside
@@ -143,6 +176,10 @@ class Lrp(Explainer):
 
     def differentiable_map(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            create_graph: bool = True) -> torch.Tensor:
+        """LRP-epsilon maps (B, H, W) with a graph to the parameters: this explainer's map with
+        ``composite: epsilon``, times the class logit; ``Unsupported`` for any other composite."""
+        if (reason := self.not_differentiable(self.params.model_dump())) is not None:
+            raise Unsupported(reason)
         return differentiable_lrp_epsilon(model, x, target, self.params.epsilon, create_graph)
 
 

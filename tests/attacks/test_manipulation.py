@@ -128,7 +128,8 @@ def test_fine_tuning_lowers_the_penalty_and_leaves_the_base_and_batchnorm_alone(
     model = tiny_model()
     before = model_fingerprint(model)
     steps = []
-    attack = Manipulation(fooling=fooling, target=target, lam=10.0, lr=1e-2, steps=25, batch_size=16)
+    extra = {"target_params": {"composite": "epsilon"}} if target == "lrp" else {}
+    attack = Manipulation(fooling=fooling, target=target, lam=10.0, lr=1e-2, steps=25, batch_size=16, **extra)
     fooled = attack.prepare(model, _ctx(report=lambda s, t, v: steps.append((s, t, sorted(v)))))
     # the audited model is untouched
     after = model_fingerprint(model)
@@ -352,3 +353,13 @@ def test_the_attack_passes_its_relu_slope_to_the_penalty_gradient():
     cam = Manipulation().loss_maps(Manipulation().target_explainer(), model, x, target, create_graph=False)
     assert (cam == 0).any()  # some cells are ReLU-cut, so the leak must change the gradient
     assert not torch.allclose(gradient(0.0), gradient(1.0))
+
+
+def test_an_lrp_target_must_be_the_lrp_map_the_audit_scores():
+    """lrp's differentiable map is LRP-epsilon: targeting the default EpsilonPlusFlat composite
+    would train against one map and score another, so it is refused at validation."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="composite: epsilon"):
+        Manipulation(target="lrp")
+    Manipulation(target="lrp", target_params={"composite": "epsilon"})

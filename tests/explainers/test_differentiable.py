@@ -45,7 +45,7 @@ def test_weight_gradient_matches_finite_differences(name):
     is below the tolerance.
     """
     model, x, target, probe = _setup()
-    params = {"epsilon": 1e-12} if name == "lrp" else {}
+    params = {"epsilon": 1e-12, "composite": "epsilon"} if name == "lrp" else {}
     explainer = EXPLAINERS.create(name, params)
     weights = [p for p in model.parameters()]
     grads = torch.autograd.grad(_penalty(explainer, model, x, target, probe), weights, allow_unused=True)
@@ -73,7 +73,7 @@ def test_no_hook_left_and_caller_mode_respected(name):
     model, x, target, probe = _setup()
     model.train()  # the caller's choice (issue F freezes BN itself); the map must not flip it
     before = hook_counts(model)
-    explainer = EXPLAINERS.create(name)
+    explainer = EXPLAINERS.create(name, {"composite": "epsilon"} if name == "lrp" else {})
     _penalty(explainer, model, x, target, probe).backward()
     assert hook_counts(model) == before == {}
     assert all(m.training for m in model.modules())
@@ -108,3 +108,26 @@ def test_differentiable_lrp_equals_zennit_epsilon():
     torch.testing.assert_close(ours, relevance.sum(1), rtol=1e-6, atol=1e-9)
     plain_gxi = differentiable_lrp_epsilon(model, x, target, epsilon=1e-12, create_graph=False)
     assert not torch.allclose(ours, plain_gxi, rtol=1e-3)
+
+
+def test_lrp_epsilon_explainer_is_the_differentiable_map_over_the_logit():
+    """The map an attack differentiates (LRP-epsilon from z_c) is the scored ``lrp`` map with
+    ``composite: epsilon`` (from one unit) times z_c — on a model with BatchNorm, which the
+    explainer folds into its convolution and the differentiable form treats as its own layer."""
+    from audit.explainers.base import Unsupported
+
+    model, x, target, _ = _setup(torch.float64)
+    model.eval()
+    # stabilisers at 1e-12: Zennit's proportional rule at sums and pools adds one (1e-6 moves the
+    # map by 3e-4 of its largest value), where the gradient form divides exactly
+    explainer = EXPLAINERS.create("lrp", {"composite": "epsilon", "epsilon": 1e-9, "stabilizer": 1e-12})
+    scored = explainer(model, x, target, ExplainContext(TINY_SPEC))
+    with torch.no_grad():
+        logit = model(x).gather(1, target.view(-1, 1)).view(-1, 1, 1)
+    attacked = explainer.differentiable_map(model, x, target, create_graph=False).detach()
+    torch.testing.assert_close(attacked, scored * logit, rtol=1e-5, atol=1e-5 * float(attacked.abs().max()))
+    # the default composite scores a different map, and has no differentiable form
+    default = EXPLAINERS.create("lrp")
+    assert not torch.allclose(default(model, x, target, ExplainContext(TINY_SPEC)), scored, rtol=1e-2)
+    with pytest.raises(Unsupported, match="composite: epsilon"):
+        default.differentiable_map(model, x, target)
