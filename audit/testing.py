@@ -229,7 +229,7 @@ def check_explainer(explainer: Explainer | type[Explainer], *, model: nn.Module 
             _fail(explainer, f"the model was changed when it raised on call {fail_at}: {problem}")
     results["clean_after_raise"] = True
 
-    if explainer.differentiable:
+    if explainer.not_differentiable(explainer.params.model_dump()) is None:  # e.g. lrp only with composite: epsilon
         results.update(_check_differentiable(explainer, model, x, target))
     return results
 

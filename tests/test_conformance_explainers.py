@@ -21,8 +21,15 @@ def test_conformance(name):
     assert all(results.values())
     assert {"shape_dtype", "finite", "deterministic", "batch_invariant", "model_untouched",
             "clean_after_raise"} <= set(results)
-    if EXPLAINERS.get(name).differentiable:
+    explainer = EXPLAINERS.get(name)
+    if explainer.not_differentiable(FAST.get(name) or {}) is None:
         assert results["differentiable"]
+
+
+def test_lrp_epsilon_conforms_with_its_differentiable_map():
+    """lrp's differentiable form exists for composite: epsilon only (the default has none)."""
+    assert check_explainer(EXPLAINERS.create("lrp", {"composite": "epsilon"}))["differentiable"]
+    assert "differentiable" not in check_explainer(EXPLAINERS.create("lrp"))
 
 
 @pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean"])
