@@ -41,16 +41,9 @@ class MapAttackParams(Params):
 
     @model_validator(mode="after")
     def _same_map(self):
-        from audit.explainers.base import EXPLAINERS
+        from audit.explainers.base import check_attackable
 
-        plugin = EXPLAINERS.get(self.explainer)
-        try:
-            plugin.Params.model_validate(self.explainer_params)
-        except Exception as exc:  # pydantic's message names the bad key
-            raise ValueError(f"explainer_params are not valid {self.explainer} parameters: "
-                             f"{str(exc).splitlines()[-1].strip()}") from None
-        if (reason := plugin.not_differentiable(dict(self.explainer_params))) is not None:
-            raise ValueError(reason)  # the map attacked must be the map the audit scores
+        check_attackable(self.explainer, self.explainer_params, "explainer_params")
         return self
 
 

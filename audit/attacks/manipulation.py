@@ -117,16 +117,9 @@ class ManipulationParams(Params):
 
     @model_validator(mode="after")
     def _target_params(self):
-        from audit.explainers.base import EXPLAINERS
+        from audit.explainers.base import check_attackable
 
-        plugin = EXPLAINERS.get(self.target)
-        try:
-            plugin.Params.model_validate(self.target_params)
-        except Exception as exc:  # pydantic's message names the bad key
-            raise ValueError(f"target_params are not valid {self.target} parameters: "
-                             f"{str(exc).splitlines()[-1].strip()}") from None
-        if (reason := plugin.not_differentiable(dict(self.target_params))) is not None:
-            raise ValueError(reason)  # the map in the loss must be the map the audit scores
+        check_attackable(self.target, self.target_params, "target_params")
         return self
 
 

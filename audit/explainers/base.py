@@ -46,6 +46,19 @@ class Unsupported(ValueError):
     for): a refusal, not a failure. The engine records the cells ``skipped`` with this reason."""
 
 
+def check_attackable(name: str, params: dict, key: str) -> None:
+    """``ValueError`` (one line, naming ``key``) unless explainer ``name`` with ``params`` is valid and
+    has a differentiable map equal to the map it scores: what an attack that puts the map in its
+    loss (manipulation, targeted_map, fragility) needs, so the map attacked is the map audited."""
+    plugin = EXPLAINERS.get(name)
+    try:
+        plugin.Params.model_validate(params)
+    except Exception as exc:  # pydantic's message names the bad key
+        raise ValueError(f"{key} are not valid {name} parameters: {str(exc).splitlines()[-1].strip()}") from None
+    if (reason := plugin.not_differentiable(dict(params))) is not None:
+        raise ValueError(reason)
+
+
 class Explainer(Plugin):
     """Base class. Subclasses implement :meth:`explain` and declare their capabilities."""
 
