@@ -12,6 +12,7 @@ FAST = {
     "mc_rise": {"n_masks": 64, "batch_size": 24},
     "smoothgrad": {"n_samples": 4},
     "integrated_gradients": {"n_steps": 8},
+    "realtime_saliency": {"steps": 3, "batch_size": 4, "width": 8},
 }
 
 
@@ -23,9 +24,11 @@ def test_conformance(name):
             "clean_after_raise"} <= set(results)
     if EXPLAINERS.get(name).differentiable:
         assert results["differentiable"]
+    if EXPLAINERS.get(name).needs_training_data:
+        assert results["train_deterministic"] and results["train_model_untouched"]
 
 
-@pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean"])
+@pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean", "dabkowski"])
 def test_rise_fills_conform(fill):
     check_explainer(EXPLAINERS.create("rise", {"n_masks": 48, "batch_size": 20, "fill": fill}))
 
