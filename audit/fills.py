@@ -3,6 +3,9 @@
 The fill is exactly what a gating attacker keys on (METHODS §1, §3), so every fill a user may
 choose is here and shared by RISE, the discriminator training of the gate attack and the
 reference model's occlusion augmentation. All fills work on normalised (B, C, H, W) tensors.
+``dabkowski`` is Dabkowski & Gal's randomised evidence removal (seed 002; the
+``realtime_saliency`` explainer trains with it), also a RISE fill, so RISE can use the same
+randomised removal against a gate keyed on one fill.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class Explainer(Plugin):
     def capabilities(cls) -> dict[str, Any]:
         return {"needs_gradients": cls.needs_gradients, "black_box": cls.black_box,
                 "differentiable": cls.differentiable, "signed": cls.signed,
-                "needs_module_hooks": cls.needs_module_hooks}
+                "needs_module_hooks": cls.needs_module_hooks, "needs_training_data": cls.needs_training_data}
 
     def check_model(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         """Checked once before a run, on the model in eval mode and a real batch ``x`` (B, C, H, W).

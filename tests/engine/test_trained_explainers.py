@@ -76,6 +76,9 @@ def test_one_training_per_explained_model_cached_and_shipped(tmp_path):
         assert runner.preparation.explainer_state("learner", "none") is clean
         assert runner.preparation.explainer_state("learner", "counting_noise") is clean
         attacked = runner.preparation.explainer_state("learner", "trainer")
+        # what explain receives in each setting (the runner's maps and the metrics' explain calls)
+        assert runner.explain_context("learner", "trainer", (0, 1)).trained is attacked
+        assert runner.explain_context("learner", "counting_noise", (0, 1)).trained is clean
         assert not torch.equal(attacked["value"], clean["value"])  # the trainer scales the logits
         # the run's records use each setting's state: the map of the model attack is scaled by it
         records = [r for unit in runner.units() for r in runner.run_unit(unit)]
