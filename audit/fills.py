@@ -66,7 +66,10 @@ def dabkowski_fill(x: torch.Tensor, spec: InputSpec, gen: torch.Generator | None
     colour = 0.5 + DABKOWSKI_COLOUR_RANGE * (2 * torch.rand((b, c, 1, 1), generator=gen, device=where) - 1)
     noise = DABKOWSKI_NOISE_STD * torch.randn(x.shape, generator=gen, device=where)
     random = spec.normalize((colour + noise).to(device=x.device, dtype=x.dtype))
-    blurred = gaussian_blur(x, sigma=DABKOWSKI_BLUR_SIGMA, kernel_size=DABKOWSKI_BLUR_KERNEL)
+    if b > 1 and x.stride(0) == 0:  # one image repeated (RISE's expanded copies): blur it once
+        blurred = gaussian_blur(x[:1], sigma=DABKOWSKI_BLUR_SIGMA, kernel_size=DABKOWSKI_BLUR_KERNEL).expand_as(x)
+    else:
+        blurred = gaussian_blur(x, sigma=DABKOWSKI_BLUR_SIGMA, kernel_size=DABKOWSKI_BLUR_KERNEL)
     return torch.where(use_blur.to(x.device).view(b, 1, 1, 1), blurred, random)
 
 
