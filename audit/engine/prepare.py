@@ -212,7 +212,8 @@ class Preparation:
         return [None] + [a for a in self.attacks if self.setting(a) is not None]
 
     def explainer_key(self, explainer_id: str, setting: str | None) -> str:
-        run = {k: v for k, v in self.run_key.items() if k not in ("data", "target", "training")}  # data: never trained on
+        # not the audited images (never trained on); the training digest is ``train`` below
+        run = {k: v for k, v in self.run_key.items() if k not in ("data", "target", "training")}
         return make_key(kind="explainer-state", explainer=self.explainer_keys.get(explainer_id, explainer_id),
                         train=self.training.digest if self.training is not None else "none",
                         explains=None if setting is None else self.key(setting), **run)
