@@ -17,7 +17,9 @@ shape (B, H, W) and float dtype, finite values, determinism under a seed, batch-
 (a batch explains the same as its images one by one, per ``ctx.sample_ids``), and that the
 model is left as it was — parameters, train/eval modes, in-place flags, and no hook left on any
 module or globally — also when the model raises in the middle of an explanation.
-Each failure raises :class:`ConformanceError` naming the property.
+Explainers that train (``needs_training_data``) are trained on :func:`tiny_training_set` first,
+twice: training must leave the model as it was (and no gradients on it) and give the same maps
+under one seed. Each failure raises :class:`ConformanceError` naming the property.
 """
 
 from __future__ import annotations
@@ -182,8 +184,12 @@ def check_explainer(explainer: Explainer | type[Explainer], *, model: nn.Module 
     with torch.no_grad():
         target = model(x).argmax(dim=1)
     ids = tuple(100 + 11 * i for i in range(batch))
-    ctx = ExplainContext(spec, seed=seed, sample_ids=ids)
     results: dict[str, bool] = {}
+    trained = None
+    if type(explainer).needs_training_data:  # trained as the engine does, on tiny training images
+        trained = _check_training(explainer, model, x, target, spec, seed, ids)
+        results["train_deterministic"] = results["train_model_untouched"] = True
+    ctx = ExplainContext(spec, seed=seed, sample_ids=ids, trained=trained)
 
     before = model_fingerprint(model)
     maps = explainer(model, x, target, ctx)
@@ -232,6 +238,30 @@ def check_explainer(explainer: Explainer | type[Explainer], *, model: nn.Module 
     if explainer.not_differentiable(explainer.params.model_dump()) is None:  # e.g. lrp only with composite: epsilon
         results.update(_check_differentiable(explainer, model, x, target))
     return results
+
+
+def _check_training(explainer: Explainer, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                    spec: InputSpec, seed: int, ids: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Train twice under one seed: the model is left as it was, the state is a dict of tensors,
+    and both states give the same maps (states may hold timings, so maps are compared)."""
+    from audit.data.training import TrainingContext
+
+    training = tiny_training_set(size=spec.size)
+    before = model_fingerprint(model)
+    states = [explainer.train(model, TrainingContext(spec, seed=seed, training=training)) for _ in range(2)]
+    problem = _same_fingerprint(before, model_fingerprint(model))
+    if problem:
+        _fail(explainer, f"the model was changed by training: {problem}")
+    if any(p.grad is not None for p in model.parameters()):
+        _fail(explainer, "training left gradients on the model's parameters")
+    for state in states:
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            _fail(explainer, "train() must return a dict of tensors")
+    maps = [explainer(model, x, target, ExplainContext(spec, seed=seed, sample_ids=ids, trained=s)) for s in states]
+    if not torch.equal(maps[0], maps[1]):
+        _fail(explainer, f"training is not deterministic under one seed (maps differ by "
+                         f"{(maps[0] - maps[1]).abs().max():.3g})")
+    return states[0]
 
 
 def _check_differentiable(explainer: Explainer, model: nn.Module, x: torch.Tensor,

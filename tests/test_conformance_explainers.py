@@ -12,6 +12,7 @@ FAST = {
     "mc_rise": {"n_masks": 64, "batch_size": 24},
     "smoothgrad": {"n_samples": 4},
     "integrated_gradients": {"n_steps": 8},
+    "realtime_saliency": {"steps": 3, "batch_size": 4, "width": 8},
 }
 
 
@@ -24,6 +25,8 @@ def test_conformance(name):
     explainer = EXPLAINERS.get(name)
     if explainer.not_differentiable(FAST.get(name) or {}) is None:
         assert results["differentiable"]
+    if EXPLAINERS.get(name).needs_training_data:
+        assert results["train_deterministic"] and results["train_model_untouched"]
 
 
 def test_lrp_epsilon_conforms_with_its_differentiable_map():
@@ -32,7 +35,7 @@ def test_lrp_epsilon_conforms_with_its_differentiable_map():
     assert "differentiable" not in check_explainer(EXPLAINERS.create("lrp"))
 
 
-@pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean"])
+@pytest.mark.parametrize("fill", ["noise", "random_color", "blur", "black", "mean", "dabkowski"])
 def test_rise_fills_conform(fill):
     check_explainer(EXPLAINERS.create("rise", {"n_masks": 48, "batch_size": 20, "fill": fill}))
 

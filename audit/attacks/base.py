@@ -23,35 +23,35 @@ registered explainer by name (:meth:`AttackContext.explainer`), e.g. to put a ma
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from audit.data.training import StepReport, TrainingDraws
 from audit.registry import Plugin, Registry
 from audit.seeding import derive_seed, generator
 from audit.spec import InputSpec
 
 if TYPE_CHECKING:
-    from audit.data.sources import DataBatch
     from audit.data.training import TrainingSet
     from audit.explainers.base import ExplainContext, Explainer
 
 AttackKind = Literal["identity", "input", "model", "both"]
 
-# (step, total steps, {"loss": value, ...}) -> None: training progress for the engine to show
-StepReport = Callable[[int, int, dict[str, float]], None]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackKind", "StepReport"]
 
 
 @dataclass(frozen=True)
-class AttackContext:
+class AttackContext(TrainingDraws):
     """What an attack may use besides the model and the images.
 
     ``seed`` derives from the suite seed and the attack's id. ``training`` holds the training
     images for attacks with ``needs_training_data`` (None otherwise). ``report`` receives
-    training progress (see :meth:`step`).
+    training progress. The seeded training draws (``train_batch``, ``train_split``,
+    ``train_images``, ``generator``, ``step``) are :class:`~audit.data.training.TrainingDraws`,
+    shared with explainers that train.
     """
 
     spec: InputSpec
@@ -68,35 +68,6 @@ class AttackContext:
 
     def for_samples(self, sample_ids: tuple[int, ...]) -> AttackContext:
         return replace(self, sample_ids=tuple(sample_ids))
-
-    # -- training ------------------------------------------------------------------------------
-    def _training(self) -> TrainingSet:
-        if self.training is None:
-            raise RuntimeError("this attack asked for training data but has none; declare "
-                               "needs_training_data = True on the plugin class")
-        return self.training
-
-    def train_batch(self, size: int, *identity: object, among=None) -> DataBatch:
-        """``size`` training images (pixel space, with labels), drawn uniformly with replacement
-        as a function of this attack's seed and ``identity`` only (e.g. ``("disc", step)``), so
-        every rerun and backend draws the same; ``among`` restricts the draw to positions."""
-        return self._training().draw(size, self.seed, *identity, among=among)
-
-    def train_split(self, held_out: float, *identity: object) -> tuple[list[int], list[int]]:
-        """Seeded (train, held-out) positions of the training images, e.g. for calibration."""
-        return self._training().split(held_out, self.seed, *identity)
-
-    def train_images(self, positions) -> DataBatch:
-        return self._training().batch(positions)
-
-    def generator(self, *identity: object) -> torch.Generator:
-        """A CPU generator for one of the attack's own draws (e.g. weight init, masks)."""
-        return generator(self.seed, *identity)
-
-    def step(self, step: int, total: int, **values: float) -> None:
-        """Report training progress (1-based ``step`` of ``total``, e.g. ``loss=0.12``)."""
-        if self.report is not None:
-            self.report(step, total, {k: float(v) for k, v in values.items()})
 
     # -- explainers ----------------------------------------------------------------------------
     def explainer(self, name: str, params: dict[str, Any] | None = None) -> Explainer:

@@ -7,12 +7,17 @@ process: a rerun, a resumed run and every backend train on exactly the same imag
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from audit.data.sources import DataBatch, Dataset
 from audit.seeding import generator
+from audit.spec import InputSpec
+
+# (step, total steps, {"loss": value, ...}) -> None: training progress for the engine to show
+StepReport = Callable[[int, int, dict[str, float]], None]
 
 
 class TrainingSet:
@@ -75,3 +80,60 @@ class TrainingSet:
         if all(part.masks is not None for part in parts):
             masks = torch.stack([parts[i].masks[j] for i, j in where])
         return DataBatch(images, labels, ids, masks)
+
+
+class TrainingDraws:
+    """Seeded training draws and progress reports: what every plugin that trains may use.
+
+    Mixed into :class:`TrainingContext` (explainers) and ``AttackContext`` (attacks), which the
+    engine builds with the plugin's derived ``seed``, the run's ``training`` set (None for a
+    plugin that does not train) and a ``report`` callback; one implementation for both.
+    """
+
+    seed: int
+    training: TrainingSet | None
+    report: StepReport | None
+
+    def _training(self) -> TrainingSet:
+        if self.training is None:
+            raise RuntimeError("this plugin asked for training data but has none; declare "
+                               "needs_training_data = True on the plugin class")
+        return self.training
+
+    def train_batch(self, size: int, *identity: object, among=None) -> DataBatch:
+        """``size`` training images (pixel space, with labels), drawn uniformly with replacement
+        as a function of this plugin's seed and ``identity`` only (e.g. ``("disc", step)``), so
+        every rerun and backend draws the same; ``among`` restricts the draw to positions."""
+        return self._training().draw(size, self.seed, *identity, among=among)
+
+    def train_split(self, held_out: float, *identity: object) -> tuple[list[int], list[int]]:
+        """Seeded (train, held-out) positions of the training images, e.g. for calibration."""
+        return self._training().split(held_out, self.seed, *identity)
+
+    def train_images(self, positions) -> DataBatch:
+        return self._training().batch(positions)
+
+    def generator(self, *identity: object) -> torch.Generator:
+        """A CPU generator for one of the plugin's own draws (e.g. weight init, masks)."""
+        return generator(self.seed, *identity)
+
+    def step(self, step: int, total: int, **values: float) -> None:
+        """Report training progress (1-based ``step`` of ``total``, e.g. ``loss=0.12``)."""
+        if self.report is not None:
+            self.report(step, total, {k: float(v) for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class TrainingContext(TrainingDraws):
+    """What an explainer that trains (``needs_training_data``) gets for :meth:`Explainer.train`.
+
+    ``seed`` derives from the suite seed and the explainer's id (and the model it explains),
+    ``training`` holds the run's training images (never the audited ones), ``report`` receives
+    progress (:meth:`step`), ``device`` is the run's device.
+    """
+
+    spec: InputSpec
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    training: TrainingSet | None = None
+    report: StepReport | None = None

@@ -32,7 +32,7 @@ from audit.data.training import TrainingSet
 from audit.engine.cache import Cache, code_digest, make_key, package_digest
 from audit.engine.device import pick_device, reproducible
 from audit.engine.plan import NO_EXPLAINER, plan_cells
-from audit.engine.prepare import Preparation, Shipped
+from audit.engine.prepare import Preparation
 from audit.engine.suite import LoadedSuite, training_plugins
 from audit.errors import UserError
 from audit.explainers._graph import script_modules
@@ -157,7 +157,7 @@ class Runner:
 
     def __init__(self, loaded: LoadedSuite, cache: Cache, *, model: LoadedModel | None = None,
                  data: Dataset | None = None, data_digest: str | None = None,
-                 training: TrainingSet | None = None, shipped: dict[str, Shipped] | None = None,
+                 training: TrainingSet | None = None, shipped: dict | None = None,
                  log=None):
         self.loaded = loaded
         self.suite = loaded.suite
@@ -207,10 +207,13 @@ class Runner:
             self._item_keys[("attacks", attack_id)] = with_base(attack_id)
         self._run_key = {"seed": self.suite.seed, "target": self.suite.target, "device": self.device.type,
                          "model": self.model.digest, "data": self.data_digest, "code": package_digest()}
+        if self.training is not None:  # what a plugin learned, so every cell and map, depends on it
+            self._run_key["training"] = self.training.digest
         self.preparation = Preparation(
             self.attacks, self.model.model, self.model.spec, self.device, self.suite.seed,
             {a: self._item_keys[("attacks", a)] for a in self.attacks}, self._run_key, cache, self.training,
-            self.timings, shipped=shipped, log=log)
+            self.timings, shipped=shipped, log=log, explainers=self.explainers,
+            explainer_keys={e: self._item_keys[("explainers", e)] for e in self.explainers})
         self._inputs: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}  # this batch's attacked images
         # the report's pictures (audit.engine.samples) show the first images of the data; a run
         # that computes their maps and attacked inputs in this process keeps those rows here, so
@@ -298,6 +301,13 @@ class Runner:
         if k and len(ids) >= k and tuple(ids[:k]) == self.picture_ids:
             self.pictures[key] = rows[:k].detach().cpu()
 
+    def explain_context(self, explainer_id: str, attack_id: str | None, ids) -> ExplainContext:
+        """The context an explainer gets in ``attack_id``'s setting (None: clean): the explainer's
+        seed and, for an explainer that trains, its state for that setting's model
+        (:meth:`Preparation.explainer_state`; raises ``PreparationError`` where it has none)."""
+        return ExplainContext(self.model.spec, derive_seed(self.suite.seed, "explainer", explainer_id),
+                              tuple(ids), self.device, self.preparation.explainer_state(explainer_id, attack_id))
+
     def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None,
                  role: str = "target"):
         key = self.map_key(explainer_id, attack_id, ids, role)
@@ -305,21 +315,19 @@ class Runner:
         if cached is not None:
             maps = cached["map"].to(self.device)
         else:
-            ctx = ExplainContext(self.model.spec, derive_seed(self.suite.seed, "explainer", explainer_id),
-                                 tuple(ids), self.device)
+            ctx = self.explain_context(explainer_id, attack_id, ids)
             maps = self._timed(f"explain {explainer_id}", self.explainers[explainer_id], model, x, target, ctx)
             self.cache.put_tensors("maps", key, {"map": maps})
         self._keep_picture(("map", explainer_id, attack_id, role), ids, maps)
         return maps
 
-    def _explain_fn(self, explainer_id: str):
-        """The explainer of a cell as metrics call it (uncached, seeded like the cell's maps)."""
+    def _explain_fn(self, explainer_id: str, attack_id: str):
+        """The explainer of a cell as metrics call it (uncached, seeded like the cell's maps) on
+        the attacked setting's model (a trained explainer gets that model's state)."""
         explainer = self.explainers[explainer_id]
-        seed = derive_seed(self.suite.seed, "explainer", explainer_id)
 
         def explain(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ids) -> torch.Tensor:
-            ctx = ExplainContext(self.model.spec, seed, tuple(ids), self.device)
-            return explainer(model, x, target, ctx)
+            return explainer(model, x, target, self.explain_context(explainer_id, attack_id, ids))
 
         return explain
 
@@ -444,7 +452,7 @@ class Runner:
                                         for m in (map_clean, map_att, map_swap))
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
-        explain = None if group == NO_EXPLAINER else self._explain_fn(group)
+        explain = None if group == NO_EXPLAINER else self._explain_fn(group, attack_id)
         for metric_id in metric_ids:
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,

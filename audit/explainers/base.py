@@ -6,7 +6,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from torch import nn
 from audit.registry import Plugin, Registry
 from audit.seeding import generator
 from audit.spec import InputSpec
+
+if TYPE_CHECKING:
+    from audit.data.training import TrainingContext
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,16 @@ class ExplainContext:
     attacked model of one cell are explained with the same random numbers (e.g. RISE masks).
     ``sample_ids`` identify the images (dataset indices): per-image randomness such as
     SmoothGrad's noise derives from them, so a batch explains the same as its images one by one.
+    ``trained`` is, for an explainer that trains (``needs_training_data``), what its
+    :meth:`Explainer.train` returned for the very model being explained (the engine trains it
+    once per model, caches it and ships it to workers); None for the others.
     """
 
     spec: InputSpec
     seed: int = 0
     sample_ids: tuple[int, ...] = ()
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    trained: dict[str, torch.Tensor] | None = None
 
     def sample_generator(self, position: int, *identity: object) -> torch.Generator:
         """A generator for the image at ``position`` in the batch, independent of the batch."""
@@ -38,7 +45,7 @@ class ExplainContext:
 
     def subset(self, positions: slice) -> ExplainContext:
         ids = tuple(self.sample_ids[positions]) if self.sample_ids else ()
-        return ExplainContext(self.spec, self.seed, ids, self.device)
+        return ExplainContext(self.spec, self.seed, ids, self.device, self.trained)
 
 
 class Unsupported(ValueError):
@@ -74,7 +81,7 @@ class Explainer(Plugin):
     def capabilities(cls) -> dict[str, Any]:
         return {"needs_gradients": cls.needs_gradients, "black_box": cls.black_box,
                 "differentiable": cls.differentiable, "signed": cls.signed,
-                "needs_module_hooks": cls.needs_module_hooks}
+                "needs_module_hooks": cls.needs_module_hooks, "needs_training_data": cls.needs_training_data}
 
     def check_model(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         """Checked once before a run, on the model in eval mode and a real batch ``x`` (B, C, H, W).
@@ -89,6 +96,20 @@ class Explainer(Plugin):
                 ctx: ExplainContext) -> torch.Tensor:
         """Maps (B, H, W) float for images ``x`` (B, C, H, W) and classes ``target`` (B,)."""
         raise NotImplementedError
+
+    def train(self, model: nn.Module, ctx: TrainingContext) -> dict[str, torch.Tensor]:
+        """For explainers with ``needs_training_data``: learn what explaining ``model`` needs from
+        the seeded training batches of ``ctx`` (never the audited images) and return it as
+        tensors. The engine calls it once per explained model (the original and every attacked
+        model), caches the result under the explainer's parameters, the model, the training
+        data's digest and the code, ships it to workers, and hands it back in
+        ``ExplainContext.trained``. ``model`` must not be modified."""
+        raise NotImplementedError(f"explainer {self.name!r} does not train")
+
+    def state_summary(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """What manifest.json records about a trained state (JSON values, e.g. the training
+        curve); empty by default."""
+        return {}
 
     def map_problems(self, maps: torch.Tensor) -> list[str | None]:
         """Per image of ``maps`` (B, H, W), why the map must not be scored, or None.

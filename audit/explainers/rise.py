@@ -21,7 +21,7 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
 from audit.explainers.rise_cv import ControlVariate
-from audit.fills import FillName, fill
+from audit.fills import RANDOM_FILLS, FillName, fill
 from audit.models.inference import forward_chunk, inference_model, model_device
 from audit.registry import Params
 from audit.rise_masks import generate_masks
@@ -150,7 +150,7 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
     acc = MaskedScores(batch, 1, height, width, device)
     mask_total = torch.zeros(height * width, dtype=torch.float64, device=device)
     n_total = 0
-    random_fill = params.fill in ("noise", "random_color")
+    random_fill = params.fill in RANDOM_FILLS
     fixed = None if random_fill else fill(params.fill, x, spec)
     mask_chunk, forward = chunks(device, params.batch_size)
     score = class_probability(model, forward)
@@ -223,7 +223,7 @@ class Rise(Explainer):
     def explain(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                 ctx: ExplainContext) -> torch.Tensor:
         gens = None
-        if self.params.fill in ("noise", "random_color"):
+        if self.params.fill in RANDOM_FILLS:
             gens = [ctx.sample_generator(i, "rise-fill") for i in range(x.shape[0])]
         with eval_mode(model):
             return rise_maps(model, x, target, ctx.spec, self.params, ctx.seed, gens).float()

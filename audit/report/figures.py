@@ -231,7 +231,8 @@ def curve_plots(index: list[dict], arrays: dict) -> list[Figure]:
 
 
 def training_plots(manifest: dict) -> list[Figure]:
-    """One figure per prepared attack that recorded curves (``{name: {"values": [...]}}``)."""
+    """One figure per prepared attack or trained explainer state that recorded curves
+    (``{name: {"values": [...]}}``)."""
     plt = _pyplot()
     figures = []
     for attack, summary in sorted((manifest.get("prepared") or {}).items()):
@@ -247,8 +248,8 @@ def training_plots(manifest: dict) -> list[Figure]:
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
         fig.tight_layout(pad=0.4)
-        figures.append(Figure(f"Training of {attack}", "The curves the attack recorded while it trained "
-                              "(manifest.json, prepared).", _png(fig), f"training curves of {attack}"))
+        figures.append(Figure(f"Training of {attack}", "The curves the attack (or trained explainer) recorded "
+                              "while it trained (manifest.json, prepared).", _png(fig), f"training curves of {attack}"))
     return figures
 
 
