@@ -30,10 +30,10 @@ keeps the coarse ranking and moves only detail finer than ``resolution``.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from audit.maps import is_degenerate

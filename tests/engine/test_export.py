@@ -59,7 +59,8 @@ def close(a, b):
 def test_a_manipulated_model_round_trips_with_its_maps(setting):
     folder, loaded, runner, x = setting
     written = export_attacked_model(loaded, "weight_noise", folder / "wn")
-    assert written.path == folder / "wn" / "model.pt2" and written.check_args.startswith(f"--model export:{written.path}")
+    assert written.path == folder / "wn" / "model.pt2"
+    assert written.check_args.startswith(f"--model export:{written.path}")
     attacked = runner.preparation.model("weight_noise")
     back = load_export(written.path)
     assert back.spec == runner.model.spec  # the input spec travels inside the file

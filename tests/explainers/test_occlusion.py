@@ -15,7 +15,8 @@ def test_cells_partition_the_image(side, grid):
     assert masks.sum(dim=0).eq(1).all()  # every pixel in exactly one cell
     edges = cell_edges(side, grid)
     assert edges[0] == 0 and edges[-1] == side and len(edges) == min(grid, side) + 1
-    assert max(b - a for a, b in zip(edges, edges[1:])) - min(b - a for a, b in zip(edges, edges[1:])) <= 1
+    assert max(b - a for a, b in zip(edges, edges[1:], strict=False)) - min(
+        b - a for a, b in zip(edges, edges[1:], strict=False)) <= 1
 
 
 def test_each_cell_gets_the_probability_its_pixels_carry():
