@@ -43,8 +43,8 @@ from audit.registry import Params
 
 
 class ExplainerAgreementParams(Params):
-    reference: str = Field(..., description="id of the suite's explainer whose map of the same setting "
-                                            "the cell's map is compared with (e.g. rise)")
+    reference: str = Field("rise", description="id of the suite's explainer whose map of the same setting "
+                                               "the cell's map is compared with")
     resolution: int | None = Field(8, ge=1, description="both maps average-pooled to this grid before "
                                                         "ranking; null: pixels")
     abs: bool = Field(False, description="compare |maps| (a signed explainer against an unsigned reference)")
