@@ -72,6 +72,116 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
+def _numbers(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise UserError(f"{option} {text!r}: give one number per channel, comma-separated, e.g. 0.5,0.5,0.5")
+    return values
+
+
+@app.command()
+def check(
+    model: str = typer.Option(..., "--model", help="model source as in a suite: builtin:NAME, torchvision:ARCH, "
+                              "timm:ARCH, import:pkg.module:callable, torchscript:PATH, export:PATH.pt2"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="state_dict file for the model"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="input side in pixels (with --mean, --std)"),
+    mean: Optional[str] = typer.Option(None, "--mean", help="per-channel mean, e.g. 0.485,0.456,0.406"),
+    std: Optional[str] = typer.Option(None, "--std", help="per-channel std, e.g. 0.229,0.224,0.225"),
+    data: str = typer.Option(..., "--data", help="images as in a suite: builtin:shapes, folder:PATH (ImageFolder)"),
+    split: Optional[str] = typer.Option(None, "--split", help="split of a builtin data source (default test)"),
+    n: int = typer.Option(32, "--n", help="images to check on"),
+    out: Path = typer.Option(Path("reports/check"), "--out", help="output folder"),
+    strict: bool = typer.Option(False, "--strict", help="warn (and skipped) verdicts fail the check too"),
+    seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache folder, or 'none'"),
+) -> None:
+    """Judge one model alone (no original to compare): gating, manipulation, sanity, fragility,
+    accuracy, each pass / warn / fail with its figure and 95 % interval; writes verdicts.csv and the
+    run's files. Exit 0: no check fails; 1: one fails (or warns, with --strict); 2: bad input;
+    3: cells errored. suites/check.yaml is the same check as a suite file."""
+    from audit.engine.cache import default_cache_dir
+    from audit.engine.check import load_check
+    from audit.engine.progress import Progress
+    from audit.engine.run import run_suite
+
+    try:
+        model_cfg: dict = {"source": model}
+        if weights is not None:
+            model_cfg["weights"] = weights
+        given = {"--input-size": input_size, "--mean": mean, "--std": std}
+        if any(v is not None for v in given.values()):
+            missing = [k for k, v in given.items() if v is None]
+            if missing:
+                raise UserError(f"{', '.join(missing)} missing: give --input-size, --mean and --std together")
+            model_cfg["input"] = {"size": input_size, "mean": _numbers("--mean", mean),
+                                  "std": _numbers("--std", std)}
+        if n < 1:
+            raise UserError("--n must be at least 1")
+        data_cfg: dict = {"source": data, "n": n, "batch_size": min(n, 32)}
+        if split is not None:
+            data_cfg["split"] = split
+        loaded = load_check(model_cfg, data_cfg, seed=seed)
+        cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
+        result = run_suite(loaded, out, Progress(quiet=quiet), cache_dir=cache_dir, strict=strict)
+    except UserError as exc:
+        _fail(exc)
+        return
+    for v in result.verdicts:
+        shown = "–" if v.value is None else f"{v.value:.3f}"
+        typer.echo(f"{v.verdict.upper():7} {v.check:12} {v.explainer:10} {v.metric} {shown}: {v.reason}")
+    typer.echo(f"verdicts: {out / 'verdicts.csv'}")
+    typer.echo(f"report: {out / 'report.md'}")
+    typer.echo(f"report.html: {(out / 'report.html').resolve()}")
+    from audit.report.writer import append_step_summary
+
+    append_step_summary((out / "report.md").read_text(encoding="utf-8"))
+    counts = {w: sum(v.verdict == w for v in result.verdicts) for w in ("pass", "warn", "fail", "skipped", "error")}
+    typer.echo(", ".join(f"{c} {w}" for w, c in counts.items() if c) + f"; exit {result.exit_code}")
+    raise typer.Exit(result.exit_code)
+
+
+class ExportFormat(str, Enum):
+    pt2 = "pt2"
+    state_dict = "state_dict"
+
+
+@app.command("export-attacked")
+def export_attacked(
+    suite: Path = typer.Argument(..., help="the suite YAML file that defines the attack"),
+    attack_id: str = typer.Argument(..., help="the id of an attack that changes the model (gating, manipulation, ...)"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    fmt: ExportFormat = typer.Option(ExportFormat.pt2, "--format", help="pt2: torch.export program (any "
+                                     "attacked model; load with source: export:PATH); state_dict: weights for "
+                                     "the suite's own model source (attacks that keep the architecture)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="cache folder, or 'none'"),
+) -> None:
+    """Write an attacked setting's model (prepared, or read from the cache) so that `check` and `run`
+    can load it: model.pt2 (source export:DIR/model.pt2) or weights.pt (the suite's source with
+    --weights)."""
+    from audit.engine.cache import default_cache_dir
+    from audit.engine.export import export_attacked_model
+    from audit.engine.progress import Progress
+    from audit.engine.suite import load_suite
+
+    try:
+        loaded = load_suite(suite)
+        cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
+        written = export_attacked_model(loaded, attack_id, out, fmt.value, cache_dir=cache_dir,
+                                        log=Progress(quiet=quiet).log)
+    except UserError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"wrote {written.path}")
+    typer.echo(f"check it: explain-audit check {written.check_args}")
+
+
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="the --out folder of a finished `explain-audit run`")) -> None:
     """Render report.md, junit.xml and report.html again from a run folder's stored results."""

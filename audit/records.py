@@ -40,3 +40,27 @@ class Record(_RecordBase, total=False):
     """One line of results.jsonl."""
 
     reason: str  # why the status is not ok
+
+
+VerdictWord = Literal["pass", "warn", "fail", "skipped", "error"]
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One line of verdicts.csv: a check's verdict on one summary row (``explain-audit check``).
+
+    ``value``, ``ci_low``, ``ci_high``: the row's mean and 95 % interval (None where it has none);
+    ``threshold`` with ``bound`` ``min`` (higher is better) or ``max``; ``reason``: one sentence.
+    """
+
+    check: str
+    explainer: str
+    verdict: VerdictWord
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    threshold: float
+    bound: Literal["min", "max"]
+    metric: str
+    attack: str
+    reason: str

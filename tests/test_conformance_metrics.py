@@ -43,7 +43,8 @@ def build_inputs(seed: int = 7, rows=slice(None)) -> MetricInputs:
                         attacked_model=attacked_model, target=predicted[rows], labels=labels[rows],
                         predicted=predicted[rows], predicted_attacked=predicted_att[rows],
                         map=clean[rows], map_attacked=attacked[rows], truth=truth[rows], seed=seed,
-                        sample_ids=ids[rows], map_swap=clean.flip(0)[rows], explain=_explain)
+                        sample_ids=ids[rows], map_swap=clean.flip(0)[rows], explain=_explain,
+                        map_reference=clean.flip(1)[rows])
 
 
 def compute(name: str, inputs: MetricInputs) -> MetricResult:

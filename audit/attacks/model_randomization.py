@@ -6,11 +6,20 @@ that still looks the same afterwards does not depend on what the model learned (
 Re-initialisation uses each layer's own ``reset_parameters`` (PyTorch's default init) under a
 seed derived from the attack's seed and the layer's name, so a run is reproducible and the
 global RNG is left as it was.
+
+A model whose layers are not ``torch.nn`` classes (a ``torch.export`` program restored with
+``torch.export.unflatten``, whose submodules run graphs) is handled by what the layers hold: a
+module with its own ``weight`` parameter of two or more dimensions is a parameterised layer
+(one-dimensional too with ``include_norm``), re-initialised as PyTorch's Conv/Linear
+``reset_parameters`` does (Kaiming-uniform with a = √5, bias U(±1/√fan_in)); a norm layer's
+weight and bias become 1 and 0, its running statistics 0 and 1. A model with no parameterised
+layer at all is refused (the attack would change nothing, and every map would "not move").
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from pydantic import Field
@@ -54,11 +63,18 @@ class ModelRandomization(Attack):
     Params = ModelRandomizationParams
     kind = "model"
 
-    def chosen_layers(self, model: nn.Module, ctx: AttackContext) -> list[str]:
+    def _parameterised(self, module: nn.Module) -> bool:
         kinds = _LAYERS + (_NORMS if self.params.include_norm else ())
+        if isinstance(module, kinds):
+            return any(True for _ in module.parameters(recurse=False))
+        if isinstance(module, _LAYERS + _NORMS) or type(module).__module__.startswith("torch.nn.modules"):
+            return False  # a torch.nn layer of a kind not chosen
+        weight = dict(module.named_parameters(recurse=False)).get("weight")
+        return weight is not None and (weight.dim() >= 2 or (self.params.include_norm and weight.dim() == 1))
+
+    def chosen_layers(self, model: nn.Module, ctx: AttackContext) -> list[str]:
         modules = dict(model.named_modules())
-        candidates = [n for n, m in modules.items() if isinstance(m, kinds)
-                      and any(True for _ in m.parameters(recurse=False))]
+        candidates = [n for n, m in modules.items() if self._parameterised(m)]
         try:
             order = forward_order(model, ctx.spec, ctx.device)
         except Exception:  # models with unusual inputs: registration order approximates it
@@ -70,11 +86,42 @@ class ModelRandomization(Attack):
     def prepare(self, model: nn.Module, ctx: AttackContext) -> nn.Module:
         clone = copy.deepcopy(model)
         modules = dict(clone.named_modules())
-        for name in self.chosen_layers(clone, ctx):
+        chosen = self.chosen_layers(clone, ctx)
+        if not chosen:
+            raise ValueError("the model has no parameterised layer (a Conv/Linear weight) to re-initialise; "
+                             "the randomisation check cannot be made on it")
+        for name in chosen:
             module = modules[name]
             cuda = sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda})
             # fork_rng restores the global generators afterwards: the attack leaves no trace
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(derive_seed(ctx.seed, "model_randomization", name))
-                module.reset_parameters()
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+                else:
+                    reset_by_tensors(module)
         return clone
+
+
+def reset_by_tensors(module: nn.Module) -> None:
+    """PyTorch's default init of a layer that is not a ``torch.nn`` class, from its tensors: a
+    weight of 2+ dimensions as Conv/Linear (Kaiming-uniform, a = √5; bias U(±1/√fan_in)), a 1-D
+    weight as a norm layer (weight 1, bias 0, running mean 0 and variance 1)."""
+    own = dict(module.named_parameters(recurse=False))
+    weight, bias = own["weight"], own.get("bias")
+    with torch.no_grad():
+        if weight.dim() >= 2:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if bias is not None:
+                fan_in = math.prod(weight.shape[1:])
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                nn.init.uniform_(bias, -bound, bound)
+            return
+        nn.init.ones_(weight)
+        if bias is not None:
+            nn.init.zeros_(bias)
+        buffers = dict(module.named_buffers(recurse=False))
+        if "running_mean" in buffers:
+            buffers["running_mean"].zero_()
+        if "running_var" in buffers:
+            buffers["running_var"].fill_(1.0)

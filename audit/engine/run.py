@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.engine.backends import BACKENDS, run_local, run_processes, run_ray
@@ -33,13 +33,17 @@ class RunResult:
     exit_code: int
     model: LoadedModel | None = None
     data_digest: str = ""
+    verdicts: list = field(default_factory=list)  # CheckVerdict per (check, row): the suite's checks:
 
 
 def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, *,
               cache_dir: Path | None = None, workers: int = 1, backend: str = "local",
-              address: str | None = None, gpus_per_task: float = 0.0) -> RunResult:
+              address: str | None = None, gpus_per_task: float = 0.0, strict: bool = False) -> RunResult:
     """Run ``loaded`` and write results.jsonl, summary.csv, manifest.json, report.md, junit.xml and
-    report.html to ``out``.
+    report.html to ``out`` (and verdicts.csv when the suite has ``checks:``).
+
+    The exit code: 3 when a cell errored, else 1 when a gate failed or a check's verdict is
+    ``fail`` (with ``strict`` also ``warn`` or ``skipped``: :mod:`audit.engine.verdicts`), else 0.
 
     Bad input raises :class:`UserError` before anything is written. ``cache_dir``: the cache
     folder, or ``None`` for no cache (the CLI passes :func:`default_cache_dir` unless told).
@@ -47,6 +51,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     from audit.engine.gates import evaluate_gates
     from audit.engine.render import render_run_dir
     from audit.engine.samples import SAMPLE_IMAGES, collect_samples, write_samples
+    from audit.engine.verdicts import evaluate_checks, verdicts_failed
     from audit.report.manifest import build_manifest
     from audit.report.summary import summarize
     from audit.report.writer import write_data
@@ -92,13 +97,14 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     binary = {m.id: METRICS.get(m.plugin).binary for m in loaded.suite.metrics}
     summary = summarize(records, plan_cells(loaded.suite), higher, loaded.suite.seed, binary)
     gates = evaluate_gates(loaded.suite.gates, summary)
+    verdicts = evaluate_checks(loaded.suite.checks, summary)
     runner.timings["summarize"] = time.perf_counter() - started
     errors = any(r["status"] == "error" for r in records)
-    failed = any(not g.passed for g in gates)
+    failed = any(not g.passed for g in gates) or verdicts_failed(verdicts, strict)
     exit_code = EXIT_INCOMPLETE if errors else (EXIT_GATE_FAILED if failed else EXIT_OK)
     runner.timings["total"] = time.perf_counter() - wall_started
     result = RunResult(records, summary, gates, dict(runner.timings), out, exit_code,
-                       runner.model, runner.data_digest)
+                       runner.model, runner.data_digest, verdicts)
     manifest = build_manifest(loaded, result, runner.data.description, str(runner.device),
                               platform.python_version())
     manifest["training_data"] = None if runner.training is None else {
@@ -106,6 +112,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     manifest["explainers"] = explainer_details  # what each decided about the model (Grad-CAM's layer)
     manifest["prepared"] = runner.preparation.summaries()  # e.g. a manipulation's training curves
     manifest["backend"] = {"name": backend, "workers": workers, "address": address}
+    manifest["check"] = {"strict": strict}  # how the checks' verdicts set the exit code
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}
     manifest["data"]["class_names"] = [str(c) for c in (runner.data.class_names or ())]

@@ -220,6 +220,10 @@ class Runner:
         # the pictures show exactly what the cells scored and nothing is explained twice
         self.picture_ids: tuple[int, ...] = ()  # set by the driver; empty: keep nothing
         self.pictures: dict[tuple, torch.Tensor] = {}
+        # this batch's maps by cache key: a reference explainer's map (explainer_agreement) is
+        # computed once per batch even with --cache none
+        self._maps: dict[str, torch.Tensor] = {}
+        self._maps_ids: tuple[int, ...] = ()
         self.timings["setup"] += time.perf_counter() - started
 
     # -- plan ----------------------------------------------------------------------------------
@@ -227,16 +231,15 @@ class Runner:
         return math.ceil(len(self.data) / self.suite.data.batch_size)
 
     def units(self) -> list[Unit]:
-        groups = []
-        if any(not m.per_explainer() for m in self.metrics.values()):
-            groups.append(NO_EXPLAINER)
-        if any(m.per_explainer() for m in self.metrics.values()):
-            groups.extend(self.explainers)
+        groups = [g for g in (NO_EXPLAINER, *self.explainers) if self.metric_ids(g)]
         return [Unit(b, g) for b in range(self.n_batches()) for g in groups]
 
-    def metric_ids(self, group: str) -> list[str]:
+    def metric_ids(self, group: str, attack_id: str | None = None) -> list[str]:
+        """The metrics of a unit's group (an explainer id or '-'), under ``attack_id`` if given,
+        as the plan has them (:func:`plan_cells`: a metric's ``attacks:`` / ``explainers:``)."""
         per_explainer = group != NO_EXPLAINER
-        return [m for m, metric in self.metrics.items() if metric.per_explainer() == per_explainer]
+        return [m for m, metric in self.metrics.items() if metric.per_explainer() == per_explainer
+                and self.items["metrics"][m].applies(attack_id, group if per_explainer else None)]
 
     def batch(self, index: int) -> DataBatch:
         size = self.suite.data.batch_size
@@ -311,6 +314,8 @@ class Runner:
     def _explain(self, explainer_id: str, model: nn.Module, x, target, ids, attack_id: str | None,
                  role: str = "target"):
         key = self.map_key(explainer_id, attack_id, ids, role)
+        if key in self._maps:  # this batch's map, computed by another unit in this process
+            return self._maps[key]
         cached = self.cache.get_tensors("maps", key)
         if cached is not None:
             maps = cached["map"].to(self.device)
@@ -319,6 +324,10 @@ class Runner:
             maps = self._timed(f"explain {explainer_id}", self.explainers[explainer_id], model, x, target, ctx)
             self.cache.put_tensors("maps", key, {"map": maps})
         self._keep_picture(("map", explainer_id, attack_id, role), ids, maps)
+        if self._maps_ids != tuple(ids):  # units run batch by batch: keep one batch's maps
+            self._maps.clear()
+            self._maps_ids = tuple(ids)
+        self._maps[key] = maps
         return maps
 
     def _explain_fn(self, explainer_id: str, attack_id: str):
@@ -362,14 +371,13 @@ class Runner:
 
     def run_unit(self, unit: Unit) -> list[dict]:
         """All records of ``unit``: every attack x the group's metrics x the batch's images."""
-        metric_ids = self.metric_ids(unit.group)
         batch = self.batch(unit.batch)
         ids = batch.ids
         records: list[dict] = []
         pending: dict[str, dict[str, str]] = {}  # attack -> {metric: its cell key} still to compute
         for attack_id in self.attacks:
             missing = {}
-            for metric_id in metric_ids:
+            for metric_id in self.metric_ids(unit.group, attack_id):
                 key = self.cell_key(attack_id, unit.group, metric_id, ids)
                 cached = self.cache.get_json("cells", key)
                 if cached is not None:
@@ -450,20 +458,57 @@ class Runner:
                     for role, m in (("attacked", map_att), ("clean", map_clean), ("swapped-class", map_swap))}
         map_clean, map_att, map_swap = (None if m is None else torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
                                         for m in (map_clean, map_att, map_swap))
+        references, refused = self._reference_maps(group, metric_ids, attack_id, attacked, x, x_att, target, ids)
         results = {}
         seed = derive_seed(self.suite.seed, "metric", attack_id, group)
         explain = None if group == NO_EXPLAINER else self._explain_fn(group, attack_id)
         for metric_id in metric_ids:
+            reference = self.metrics[metric_id].reference_explainer()
+            if reference in refused:
+                results[metric_id] = refused[reference]
+                continue
+            map_reference = None
+            if reference is not None:
+                map_reference, problems["reference"] = references[reference]
             inputs = MetricInputs(
                 spec=self.model.spec, x=x, x_attacked=x_att, model=model, attacked_model=attacked,
                 target=target, labels=labels, predicted=predicted, predicted_attacked=predicted_att,
                 map=map_clean, map_attacked=map_att, truth=truth, map_swap=map_swap,
                 accepted=None if batch.accepted is None else batch.accepted.to(self.device),
                 seed=seed, sample_ids=tuple(ids), device=self.device, explain=explain,
-                two_classes_per_image=not self.data.single_label)
+                two_classes_per_image=not self.data.single_label, map_reference=map_reference)
             results[metric_id] = _with_map_problems(self._compute(metric_id, inputs), self.metrics[metric_id],
                                                     problems)
         return results
+
+    def _reference_maps(self, group, metric_ids, attack_id, attacked, x, x_att, target, ids):
+        """The attacked setting's maps of the explainers the metrics name as their reference
+        (:meth:`Metric.reference_explainer`): ({id: (map, per-image problems)}, {id: the result of
+        every metric that reads it where it cannot be had}). Computed (and cached) exactly as that
+        explainer's own cell computes its map, so the two share it."""
+        n = len(ids)
+        maps, refused = {}, {}
+        for reference in {self.metrics[m].reference_explainer() for m in metric_ids} - {None}:
+            if reference == group:
+                refused[reference] = MetricResult.skipped(n, f"explainer {group!r} is this metric's reference: "
+                                                             "compared with itself")
+                continue
+            try:
+                if self.attacks[attack_id].kind == "identity":
+                    found = self._explain(reference, self.model.model, x, target, ids, None)
+                else:
+                    found = self._explain(reference, attacked, x_att, target, ids, attack_id)
+            except Unsupported as exc:
+                refused[reference] = MetricResult.skipped(n, f"reference explainer {reference!r} refused this "
+                                                             f"setting's model: {exc}")
+                continue
+            except Exception as exc:
+                refused[reference] = MetricResult.error(n, f"reference explainer {reference!r} failed: "
+                                                           f"{type(exc).__name__}: {exc}")
+                continue
+            problems = _map_problems(self.explainers[reference], reference, "reference", found)
+            maps[reference] = (torch.nan_to_num(found, nan=0.0, posinf=0.0, neginf=0.0), problems)
+        return maps, refused
 
 
 def _map_problems(explainer: Explainer | None, explainer_id: str, role: str,
@@ -495,8 +540,10 @@ def _with_map_problems(result: MetricResult, metric: Metric,
     roles = ["clean", "attacked"] if metric.compares == "maps" else ["attacked"]
     if metric.compares == "maps" and metric.needs_swap_map():
         roles.append("swapped-class")
+    if metric.reference_explainer() is not None:
+        roles.append("reference")
     for role in roles:
-        for i, problem in enumerate(problems[role]):
+        for i, problem in enumerate(problems.get(role, [])):
             if problem is not None and result.status[i] not in ("error", problem[0]):
                 result.values[i] = float("nan")
                 result.status[i], result.reasons[i] = problem

@@ -96,6 +96,9 @@ def collect_samples(runner: Runner, k: int = SAMPLE_IMAGES, log=None) -> dict[st
             put({"kind": "input", "attack": attack_id}, (spec.denormalize(x_att).clamp(0, 1) * 255).round(),
                 np.uint8)
         for explainer_id in clean:
+            if not any(item.applies(attack_id, explainer_id) for item in suite.metrics
+                       if runner.metrics[item.id].per_explainer()):
+                continue  # no cell of this explainer under this attack: no picture of it either
             try:
                 maps = clean[explainer_id] if attack.kind == "identity" else explained(
                     explainer_id, attacked, x_att, attack_id)
@@ -109,6 +112,8 @@ def collect_samples(runner: Runner, k: int = SAMPLE_IMAGES, log=None) -> dict[st
                     map_attacked=maps, truth=None, seed=_metric_seed(runner, attack_id, explainer_id),
                     sample_ids=tuple(ids), device=runner.device)
                 for metric_id, metric in curve_metrics.items():
+                    if not runner.items["metrics"][metric_id].applies(attack_id, explainer_id):
+                        continue  # a cell the suite does not compute
                     with torch.no_grad():
                         curve = metric.curve(inputs)
                     if torch.isfinite(curve).all():

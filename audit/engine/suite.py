@@ -86,11 +86,22 @@ class DataConfig(Strict):
 
 
 class PluginItem(Strict):
-    """``name`` or ``{name: {params}}`` with an optional ``id:`` key, normalised."""
+    """``name`` or ``{name: {params}}`` with an optional ``id:`` key, normalised.
+
+    A metric may also say where it is computed: ``attacks: [ids]`` and ``explainers: [ids]``
+    (default: under every attack, for every explainer), so a suite such as ``suites/check.yaml``
+    does not pay for cells nobody reads (a faithfulness curve of the randomised model)."""
 
     id: str
     plugin: str
     params: dict[str, Any] = Field(default_factory=dict)
+    attacks: list[str] | None = Field(default=None, min_length=1)
+    explainers: list[str] | None = Field(default=None, min_length=1)
+
+    def applies(self, attack: str | None = None, explainer: str | None = None) -> bool:
+        """Whether this (metric) item is computed under ``attack`` for ``explainer`` (None: any)."""
+        return ((attack is None or self.attacks is None or attack in self.attacks)
+                and (explainer is None or self.explainers is None or explainer in self.explainers))
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +112,7 @@ class PluginItem(Strict):
             raise ValueError("an item is a plugin name or a mapping {plugin-name: {params}}")
         if set(value) >= {"plugin"}:  # already normalised (e.g. from a manifest)
             return value
-        names = [k for k in value if k != "id"]
+        names = [k for k in value if k not in ("id", "attacks", "explainers")]
         if len(names) != 1:
             raise ValueError("an item names exactly one plugin: {plugin-name: {params}}, optionally "
                              f"with id:; got keys {', '.join(map(str, value)) or 'none'}")
@@ -111,7 +122,9 @@ class PluginItem(Strict):
             params = {}
         if not isinstance(params, dict):
             raise ValueError(f"the parameters of {name!r} must be a mapping, e.g. {name}: {{key: value}}")
-        return {"id": value.get("id", name), "plugin": name, "params": params}
+        out = {"id": value.get("id", name), "plugin": name, "params": params}
+        out.update({k: value[k] for k in ("attacks", "explainers") if k in value})
+        return out
 
     @field_validator("id")
     @classmethod
@@ -143,6 +156,37 @@ class Gate(Strict):
         return self
 
 
+class CheckRule(Strict):
+    """A verdict on summary rows (``explain-audit check``; :mod:`audit.engine.verdicts`): the rows of
+    ``metric`` under ``attack`` (one id) for ``explainer`` (an id, ``*`` or ``-``), each judged
+    against one bound (``min`` or ``max``) with its 95 % interval: **pass** when the whole interval
+    lies on the good side, **fail** when it lies wholly on the bad side (``severity: warn`` makes
+    that a warning: a check that only gives context, such as accuracy), **warn** when it holds the
+    bound (the data cannot tell at this n)."""
+
+    check: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    metric: str
+    attack: str = "none"
+    explainer: str = "*"
+    min: float | None = None
+    max: float | None = None
+    severity: Literal["fail", "warn"] = "fail"
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> CheckRule:
+        if (self.min is None) == (self.max is None):
+            raise ValueError("a check has exactly one bound: min: (higher is better) or max: (lower is better)")
+        return self
+
+    @property
+    def threshold(self) -> float:
+        return self.min if self.min is not None else self.max  # type: ignore[return-value]
+
+    @property
+    def bound(self) -> Literal["min", "max"]:
+        return "min" if self.min is not None else "max"
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -154,6 +198,7 @@ class Suite(Strict):
     attacks: list[PluginItem] = Field(default_factory=lambda: [PluginItem(id="none", plugin="none")])
     metrics: list[PluginItem] = Field(default_factory=list)
     gates: list[Gate] = Field(default_factory=list)
+    checks: list[CheckRule] = Field(default_factory=list)
 
 
 @dataclass
@@ -204,6 +249,13 @@ def load_suite(path: str | Path) -> LoadedSuite:
         data, lines = load_with_lines(text)
     except YamlProblem as exc:
         raise SuiteError([f"{shown}:{exc.line}: {exc.message}"]) from None
+    return validate_suite(data, lines, path, shown)
+
+
+def validate_suite(data: Any, lines: dict, path: Path, shown: str) -> LoadedSuite:
+    """Validate a parsed suite (``lines``: where each key is, from :func:`load_with_lines`; empty
+    for a suite built in code, e.g. by ``explain-audit check``); ``path`` resolves relative
+    paths (its folder). Raises :class:`SuiteError` listing every problem as ``SHOWN:LINE: ...``."""
     if data is None:
         raise SuiteError([f"{shown}:1: the suite is empty; see suites/smoke.yaml for the form"])
     if not isinstance(data, dict):
@@ -225,6 +277,8 @@ def load_suite(path: str | Path) -> LoadedSuite:
     problems.extend(_check_hooks(suite, lines))
     if not problems:  # a misspelt plugin would also orphan every gate naming it: report it once
         problems.extend(_check_gates(suite, lines))
+        problems.extend(_check_metric_scope(suite, lines))
+        problems.extend(_check_checks(suite, lines))
         problems.extend(_check_attack_bases(suite, lines))
     problems.extend(_check_sources(loaded, lines))
     if not problems:
@@ -345,6 +399,75 @@ def _check_gates(suite: Suite, lines) -> list[tuple[int, str]]:
                 bad("explainer", f"metric {gate.metric!r} does not depend on an explainer; use '-'")
             if per_explainer and not suite.explainers:
                 bad("metric", f"metric {gate.metric!r} needs an explainer and the suite lists none")
+    return problems
+
+
+def _check_metric_scope(suite: Suite, lines) -> list[tuple[int, str]]:
+    """``attacks:`` / ``explainers:`` only on metrics, naming ids of the suite; a metric's
+    ``reference`` explainer (:meth:`Metric.reference_explainer`) one of the suite's explainers."""
+    from audit.metrics.base import METRICS
+
+    attacks = [a.id for a in suite.attacks]
+    explainers = [e.id for e in suite.explainers]
+    problems = []
+    for section in ("explainers", "attacks"):
+        for index, item in enumerate(getattr(suite, section)):
+            for key in ("attacks", "explainers"):
+                if getattr(item, key) is not None:
+                    problems.append((line_of(lines, (section, index, key)),
+                                     f"{section}[{index}].{key}: only a metric says where it is computed; remove it"))
+    for index, item in enumerate(suite.metrics):
+        for key, known in (("attacks", attacks), ("explainers", explainers)):
+            for name in getattr(item, key) or []:
+                if name not in known:
+                    problems.append((line_of(lines, ("metrics", index, key)),
+                                     f"metrics[{index}].{key}: no {key[:-1]} with id {name!r} in this suite; use "
+                                     f"one of {', '.join(known) or '(none)'}"))
+        if item.explainers is not None and not METRICS.get(item.plugin).per_explainer():
+            problems.append((line_of(lines, ("metrics", index, "explainers")),
+                             f"metrics[{index}].explainers: metric {item.id!r} does not depend on an explainer; "
+                             "remove explainers:"))
+        reference = METRICS.create(item.plugin, item.params).reference_explainer()
+        if reference is not None and reference not in explainers:
+            problems.append((line_of(lines, ("metrics", index, item.plugin, "reference")),
+                             f"metrics[{index}]: {item.plugin}'s reference {reference!r} is not an explainer id of "
+                             f"this suite; add it under explainers: or use one of {', '.join(explainers) or '(none)'}"))
+    return problems
+
+
+def _check_checks(suite: Suite, lines) -> list[tuple[int, str]]:
+    """Each check names a metric the suite computes under its attack for its explainer."""
+    from audit.metrics.base import METRICS
+
+    attacks = {a.id for a in suite.attacks}
+    explainers = {e.id for e in suite.explainers}
+    metrics = {m.id: m for m in suite.metrics}
+    problems = []
+    for index, rule in enumerate(suite.checks):
+        def bad(key: str, msg: str, index: int = index) -> None:
+            problems.append((line_of(lines, ("checks", index, key)), f"checks[{index}].{key}: {msg}"))
+
+        item = metrics.get(rule.metric)
+        if item is None:
+            bad("metric", f"the suite computes no metric {rule.metric!r}; add it under metrics: or use one of "
+                          f"{', '.join(sorted(metrics)) or '(none listed)'}")
+            continue
+        if rule.attack not in attacks:
+            bad("attack", f"no attack with id {rule.attack!r} in this suite; use one of {', '.join(sorted(attacks))}")
+            continue
+        per_explainer = METRICS.get(item.plugin).per_explainer()
+        if per_explainer and rule.explainer == "-":
+            bad("explainer", f"metric {rule.metric!r} is computed per explainer; name one or '*'")
+        elif not per_explainer and rule.explainer not in ("*", "-"):
+            bad("explainer", f"metric {rule.metric!r} does not depend on an explainer; use '-'")
+        elif rule.explainer not in ("*", "-") and rule.explainer not in explainers:
+            bad("explainer", f"no explainer with id {rule.explainer!r} in this suite; use one of "
+                             f"{', '.join(sorted(explainers)) or '(none)'}, '*' or '-'")
+        elif not item.applies(attack=rule.attack):
+            bad("attack", f"metric {rule.metric!r} is not computed under attack {rule.attack!r} (its attacks: "
+                          f"{', '.join(item.attacks or [])}); add it there or check another attack")
+        elif rule.explainer not in ("*", "-") and not item.applies(explainer=rule.explainer):
+            bad("explainer", f"metric {rule.metric!r} is not computed for explainer {rule.explainer!r}")
     return problems
 
 

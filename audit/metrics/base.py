@@ -57,6 +57,9 @@ class MetricInputs:
     # the cell's explainer, seeded as the cell's maps are: explain(model, x, target, sample_ids)
     # -> (B, H, W) detached float maps; None for model-level metrics (sensitivity metrics re-explain)
     explain: Callable[[nn.Module, torch.Tensor, torch.Tensor, tuple[int, ...]], torch.Tensor] | None = None
+    # (B, H, W) the attacked setting's map by the explainer a metric names as its reference
+    # (:meth:`Metric.reference_explainer`, e.g. RISE for ``explainer_agreement``); None otherwise
+    map_reference: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -108,6 +111,12 @@ class Metric(Plugin):
     def needs_swap_map(self) -> bool:
         """Whether :meth:`compute` reads ``map_swap`` (costs one more explanation per batch)."""
         return False
+
+    def reference_explainer(self) -> str | None:
+        """The id of another explainer of the suite whose map of the same setting :meth:`compute`
+        reads (``MetricInputs.map_reference``), or None. Validation checks the id; the engine
+        computes that map once per (attack, batch) and shares it with every explainer's cell."""
+        return None
 
     def compares_clean_to_attacked(self) -> bool:
         """Whether the value is a comparison of the clean map with the attacked setting's map.

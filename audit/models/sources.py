@@ -1,9 +1,13 @@
 """Where the audited model comes from: ``builtin:``, ``torchvision:``, ``timm:``, ``import:``,
-``torchscript:``.
+``torchscript:``, ``export:``.
 
 Weights are state_dicts read by :mod:`audit.models.weights` (``weights_only``: a file that
 would need to unpickle code is refused; checkpoint dicts, ``module.`` prefixes and missing
 ``num_batches_tracked`` are handled and reported). TorchScript goes through ``torch.jit.load``.
+``export:PATH.pt2`` is a ``torch.export`` program (``torch.export.save``), loaded with
+``torch.export.load`` and ``torch.export.unflatten``, which restores the module hierarchy so
+Grad-CAM's layer is found by name; its input spec may be embedded (``explain_audit.json``, as
+``explain-audit export-attacked`` writes it), else the suite gives ``input:``.
 ``import:`` runs the user's own Python code (the suite's folder is importable): only audit code
 you trust.
 
@@ -36,7 +40,8 @@ from audit.seeding import derive_seed
 from audit.spec import InputSpec
 
 IMAGENET = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-SCHEMES = ("builtin", "torchvision", "timm", "import", "torchscript")
+SCHEMES = ("builtin", "torchvision", "timm", "import", "torchscript", "export")
+EXPORT_METADATA = "explain_audit.json"  # the input spec etc. inside a .pt2 (torch.export extra file)
 CHANNELS = (1, 3)  # images load as greyscale (1) or RGB (3)
 
 
@@ -68,7 +73,7 @@ def split_source(source: str) -> tuple[str, str]:
     scheme, sep, rest = source.partition(":")
     if not sep or scheme not in SCHEMES or not rest:
         raise ValueError(f"source {source!r} must be one of builtin:NAME, torchvision:ARCH, timm:ARCH, "
-                         "import:pkg.module:callable, torchscript:PATH")
+                         "import:pkg.module:callable, torchscript:PATH, export:PATH.pt2")
     return scheme, rest
 
 
@@ -122,20 +127,82 @@ def check_model_config(cfg, resolve: Callable[[str], Path]) -> list[tuple[str, s
     if scheme == "torchscript" and not resolve(rest).is_file():
         problems.append(("source", f"TorchScript file {resolve(rest)} not found; check the path "
                                    "(relative paths start at the suite's folder)"))
+    if scheme == "export" and not resolve(rest).is_file():
+        problems.append(("source", f"torch.export file {resolve(rest)} not found; check the path "
+                                   "(relative paths start at the suite's folder)"))
     if cfg.weights is not None:
-        if scheme == "torchscript":
-            problems.append(("weights", "a TorchScript file carries its weights; remove weights:"))
+        if scheme in ("torchscript", "export"):
+            what = "a TorchScript" if scheme == "torchscript" else "a torch.export"
+            problems.append(("weights", f"{what} file carries its weights; remove weights:"))
         elif not resolve(cfg.weights).is_file():
             problems.append(("weights", f"weights file {resolve(cfg.weights)} not found; check the "
                                         "path (relative paths start at the suite's folder)"))
     if scheme in ("import", "torchscript") and cfg.input is None:
         problems.append(("source", f"a {scheme}: model needs input: {{size:, mean:, std:}} in the suite"))
+    if (scheme == "export" and cfg.input is None and resolve(rest).is_file()
+            and "input" not in export_metadata(resolve(rest))):
+        problems.append(("source", f"{resolve(rest)} carries no input spec ({EXPORT_METADATA}); give input: "
+                                   "{size:, mean:, std:} in the suite (or --input-size, --mean, --std)"))
     if cfg.input is not None and len(cfg.input.mean) not in CHANNELS:
         problems.append(("input", f"input.mean has {len(cfg.input.mean)} values: images load as greyscale "
                                   "(1 value) or RGB (3 values); give 1 or 3"))
     elif cfg.input is not None and scheme in ("builtin", "torchvision", "timm") and len(cfg.input.mean) != 3:
         problems.append(("input", f"{scheme}: models take RGB images; give 3 values in input.mean and input.std"))
     return problems
+
+
+def export_metadata(path: Path) -> dict:
+    """What a .pt2 says about itself in its ``explain_audit.json`` (read from the zip without
+    loading the program); {} when it has none or is not a readable archive."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == EXPORT_METADATA]
+            data = json.loads(archive.read(names[0])) if names else {}
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _export(path: Path) -> tuple[nn.Module, InputSpec | None]:
+    """A ``torch.export`` program as a module with the original hierarchy (``unflatten``), and the
+    input spec it carries (None: none)."""
+    import json
+    import warnings
+
+    extra = {EXPORT_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path), extra_files=extra)
+    except Exception as exc:
+        raise UserError(f"cannot load torch.export file {path}: {type(exc).__name__}: "
+                        f"{(str(exc).splitlines() or [''])[0][:200]}; save it with "
+                        "torch.export.save(torch.export.export(model, (x,)), PATH)") from None
+    try:
+        model = torch.export.unflatten(program)
+    except Exception as exc:
+        raise UserError(f"cannot restore the module hierarchy of {path} (torch.export.unflatten: "
+                        f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})") from None
+    # The graphs' node metadata hold the fake tensors export traced with (symbolic batch size):
+    # nothing a forward reads, and they make the module impossible to copy (Grad-CAM and the
+    # randomisation check work on copies); dropped.
+    for module in model.modules():
+        graph = getattr(module, "graph", None)
+        if isinstance(graph, torch.fx.Graph):
+            for node in graph.nodes:
+                node.meta = {}
+    spec = None
+    try:
+        meta = json.loads(extra.get(EXPORT_METADATA) or "{}")
+        if isinstance(meta, dict) and isinstance(meta.get("input"), dict):
+            spec = InputSpec(int(meta["input"]["size"]), tuple(map(float, meta["input"]["mean"])),
+                             tuple(map(float, meta["input"]["std"])))
+    except (ValueError, KeyError, TypeError):
+        spec = None
+    return model, spec
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -244,6 +311,8 @@ def _build(cfg, resolve, notes: StateNotes) -> tuple[nn.Module, InputSpec | None
     if scheme == "import":
         return _import(rest, cfg, resolve, notes), None
     path = resolve(rest)
+    if scheme == "export":
+        return _export(path)
     try:
         return torch.jit.load(str(path), map_location="cpu"), None
     except Exception as exc:

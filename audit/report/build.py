@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK
-from audit.records import NO_EXPLAINER
+from audit.records import NO_EXPLAINER, CheckVerdict
 from audit.report.checks import CHECK_PLUGINS, invariance_check, randomisation_check
 from audit.report.model import Cell, Figure, Finding, GateCase, HeatTable, Identity, Method, Report, SummaryRow, Verdict
 from audit.report.transfer import transfer_tables
@@ -286,11 +286,29 @@ def attack_findings(summary: list[SummaryRow], suite: dict) -> list[Finding]:
     return blinded + changed + kept
 
 
+def _headline(exit_code: int, gates: list, verdicts: list[CheckVerdict], strict: bool) -> str:
+    """The verdict line; with checks, what decided it (a failed check, a failed gate)."""
+    if not verdicts or exit_code not in (EXIT_OK, EXIT_GATE_FAILED):
+        return VERDICTS.get(exit_code, f"exit {exit_code}")
+    counts = {w: sum(v.verdict == w for v in verdicts) for w in ("pass", "warn", "fail", "skipped")}
+    tally = ", ".join(f"{n} {w}" for w, n in counts.items() if n)
+    if exit_code == EXIT_OK:
+        return f"PASS — no check fails ({tally})"
+    if counts["fail"] or (strict and (counts["warn"] or counts["skipped"])):
+        why = "a check fails" if counts["fail"] else "a check is not shown to pass (--strict)"
+        return f"FAIL — {why} ({tally})"
+    return f"FAIL — at least one gate failed (checks: {tally})"
+
+
 def build_report(summary: list, records: list[dict], gates: Iterable, exit_code: int, manifest: dict,
-                 figures: list[Figure] | None = None) -> Report:
+                 figures: list[Figure] | None = None, *, verdicts: list[CheckVerdict] | None = None,
+                 strict: bool = False) -> Report:
     """The report of one run. ``summary``: summary rows (dicts or :class:`SummaryRow`);
     ``records``: results.jsonl's lines; ``gates``: the gate results of the engine (each with
-    ``gate``, ``passed``, ``checked`` rows and ``message``); ``manifest``: manifest.json."""
+    ``gate``, ``passed``, ``checked`` rows and ``message``); ``manifest``: manifest.json;
+    ``verdicts``: the suite's checks judged by :mod:`audit.engine.verdicts` (``strict``: warn and
+    skipped verdicts fail)."""
+    verdicts = list(verdicts or [])
     rows = [r if isinstance(r, SummaryRow) else SummaryRow.from_dict(r) for r in summary]
     by_key = {r.key: r for r in rows}
     suite = manifest.get("suite", {})
@@ -311,7 +329,7 @@ def build_report(summary: list, records: list[dict], gates: Iterable, exit_code:
             outcome = "error" if row.status == "error" else "skipped"
             outcomes.append(GateCase(row.name, "", outcome, reasons.get(row.key, f"cell {row.status}")))
     passed = sum(1 for g in gates if g.passed)
-    verdict = Verdict(exit_code, VERDICTS.get(exit_code, f"exit {exit_code}"), passed, len(gates), len(rows),
+    verdict = Verdict(exit_code, _headline(exit_code, gates, verdicts, strict), passed, len(gates), len(rows),
                       sum(1 for r in rows if r.status == "error"), sum(1 for r in rows if r.status == "skipped"))
     findings = [Finding(f"Gate failed: {c.name}: {c.message}.", "bad") for c in cases if c.outcome != "pass"]
     checks = []
@@ -326,4 +344,5 @@ def build_report(summary: list, records: list[dict], gates: Iterable, exit_code:
     return Report(identity=identity_from_manifest(manifest), verdict=verdict, gates=cases, findings=findings,
                   summary=rows, heat=heat_tables(rows, suite), checks=checks,
                   problems=sorted(problems)[:MAX_PROBLEMS], problems_total=len(problems),
-                  methods=methods_from_manifest(manifest), figures=list(figures or []), cell_outcomes=outcomes)
+                  methods=methods_from_manifest(manifest), figures=list(figures or []), cell_outcomes=outcomes,
+                  verdicts=verdicts, strict=strict)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
+from audit.report.markdown import verdict_threshold, verdict_value
 from audit.report.model import Report
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -51,6 +52,8 @@ def _environment():
     env.filters["inline"] = _inline
     env.filters["data_uri"] = _data_uri
     env.filters["json"] = lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False)
+    env.filters["verdict_value"] = verdict_value
+    env.filters["verdict_threshold"] = verdict_threshold
     return env
 
 

@@ -1,4 +1,5 @@
-"""junit.xml: one ``<testcase>`` per gate and summary row it checks (name
+"""junit.xml: one ``<testcase>`` per check verdict (name ``check/explainer/metric``, when the
+suite has ``checks:``), one per gate and summary row it checks (name
 ``attack/explainer/metric``), ``<failure>`` when the gate does not hold, ``<error>`` for an
 errored cell, ``<skipped>`` for a cell without a value; errored and skipped cells no gate covers
 are cases of their own. The JUnit XML schema as Jenkins, GitLab and GitHub test reporters read it.
@@ -24,10 +25,30 @@ def _case(parent: ET.Element, classname: str, case: GateCase) -> None:
         ET.SubElement(element, "system-out").text = f"{case.gate}: {case.message}" if case.gate else case.message
 
 
+def verdict_cases(report: Report) -> list[GateCase]:
+    """The checks' verdicts as cases (``check/explainer/metric``): fail → failure (warn and
+    skipped too under --strict), error → error, skipped → skipped, pass and warn → passed with
+    the reason."""
+    cases, taken = [], set()
+    for v in report.verdicts:
+        name, k = f"{v.check}/{v.explainer}/{v.metric}", 2
+        while name in taken:
+            name, k = f"{v.check}/{v.explainer}/{v.metric} #{k}", k + 1
+        taken.add(name)
+        outcome = {"fail": "failure", "error": "error", "skipped": "skipped"}.get(v.verdict, "pass")
+        if report.strict and v.verdict in ("warn", "skipped"):
+            outcome = "failure"
+        bound = f"{v.metric} [attack {v.attack}] {'>=' if v.bound == 'min' else '<='} {v.threshold:g}: {v.verdict}"
+        cases.append(GateCase(name, bound, outcome, v.reason))
+    return cases
+
+
 def render_junit(report: Report) -> str:
     suite = report.identity.suite
     groups = [(f"explain-audit.{suite}.gates", "gates", report.gates),
               (f"explain-audit.{suite}.cells", "cells", report.cell_outcomes)]
+    if report.verdicts:
+        groups.insert(0, (f"explain-audit.{suite}.checks", "checks", verdict_cases(report)))
     root = ET.Element("testsuites", {"name": f"explain-audit {suite}"})
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for classname, label, cases in groups:

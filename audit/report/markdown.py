@@ -74,6 +74,39 @@ def _summary_lines(report: Report) -> list[str]:
     return lines
 
 
+VERDICT_WORDS = {"pass": "pass", "warn": "**warn**", "fail": "**FAIL**", "skipped": "skipped", "error": "**ERROR**"}
+
+
+def verdict_value(v) -> str:
+    """A verdict's figure: ``mean [low, high]``, ``mean (no interval)`` or ``–``."""
+    if v.value is None:
+        return "–"
+    if v.ci_low is None or v.ci_high is None:
+        return f"{v.value:.3f} (no interval)"
+    return f"{v.value:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}]"
+
+
+def verdict_threshold(v) -> str:
+    return f"{'≥' if v.bound == 'min' else '≤'} {v.threshold:g}"
+
+
+def _verdict_lines(report: Report) -> list[str]:
+    if not report.verdicts:
+        return []
+    strict = " (--strict: warn and skipped fail too)" if report.strict else ""
+    lines = ["## Checks", "",
+             "The model judged alone, with no original to compare: **pass** when the whole 95 % interval lies on "
+             "the passing side of the threshold, **FAIL** when it lies wholly beyond it, **warn** when it holds "
+             f"the threshold (these images cannot tell){strict}. `-`: a check of the model itself.", "",
+             "| check | explainer | verdict | value [95 % CI] | threshold | metric | why |",
+             "|---|---|---|---|---|---|---|"]
+    for v in report.verdicts:
+        lines.append(f"| {_cell(v.check)} | {_cell(v.explainer)} | {VERDICT_WORDS.get(v.verdict, v.verdict)} | "
+                     f"{verdict_value(v)} | {verdict_threshold(v)} | {_cell(v.metric)} | {_cell(v.reason)} |")
+    lines.append("")
+    return lines
+
+
 def _params(params: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "(none)"
 
@@ -81,7 +114,7 @@ def _params(params: dict) -> str:
 def render_report_markdown(report: Report) -> str:
     ident, verdict = report.identity, report.verdict
     lines = [f"# explain-audit report: {_text(ident.suite)}", "",
-             f"**{verdict.headline}**", "",
+             f"**{verdict.headline}**", "", *_verdict_lines(report),
              f"- gates: {verdict.gates_passed} of {verdict.gates_total} passed; cells: {verdict.cells} "
              f"({verdict.cells_errored} errored, {verdict.cells_skipped} without a value)",
              f"- model: `{_cell(ident.model_source)}` (digest {ident.model_digest[:12]})",

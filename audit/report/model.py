@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from audit.records import CheckVerdict
+
 
 @dataclass(frozen=True)
 class SummaryRow:
@@ -198,3 +200,6 @@ class Report:
     methods: list[Method]
     figures: list[Figure] = field(default_factory=list)
     cell_outcomes: list[GateCase] = field(default_factory=list)  # errored/skipped cells no gate covers
+    # the suite's checks: (``explain-audit check``), one verdict per check and row, shown first
+    verdicts: list[CheckVerdict] = field(default_factory=list)
+    strict: bool = False  # whether warn and skipped verdicts fail the check (exit 1)
