@@ -25,8 +25,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _threads_option() -> typer.models.OptionInfo:
-    return typer.Option(None, "--threads", metavar="N", help="CPU threads to compute with (default: $OMP_NUM_THREADS if "
-                        "set, else the cores this process may use); --workers processes share them")
+    return typer.Option(None, "--threads", metavar="N", help="CPU threads to compute with (default: "
+                        "$OMP_NUM_THREADS if set, else the cores this process may use); --workers processes "
+                        "share them")
 
 
 def _fail(exc: UserError) -> None:
