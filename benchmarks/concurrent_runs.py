@@ -1,6 +1,6 @@
 """Two identical audits at once on one machine, against the same two one after the other.
 
-    .venv/bin/python benchmarks/concurrent.py [--n 48] [--repeats 1] [--policies passive,before]
+    .venv/bin/python benchmarks/concurrent_runs.py [--n 48] [--repeats 1] [--policies passive,before]
 
 The audit: a ``bars``-style suite (explainers rise {n_masks: 500}, smoothgrad, saliency, gradcam;
 attacks none, gaussian_noise, blur; metrics spearman, topk_intersection, aopc, deletion, accuracy;
