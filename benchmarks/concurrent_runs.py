@@ -19,6 +19,9 @@ Per OpenMP wait policy (``--policies``, interleaved within each repeat):
   300 000 times, a few ms, before sleeping);
 - ``active``: ``OMP_WAIT_POLICY=ACTIVE`` explicitly (libgomp: spin up to ~5 min). Not the old
   default with libgomp; off unless asked for, it can take very long two at once.
+- ``spin:N``: the passive default plus ``GOMP_SPINCOUNT=N`` (GNU libgomp only: spin N times,
+  then sleep; ~100 000 spins per ms): a middle ground to try if passive costs a single run
+  more than 5 %.
 
 it measures: two runs one after the other (``sequential_s``: their total; ``single_s``: the
 median of the two, each ran alone) and two runs started together (``concurrent_s``: until both
@@ -44,7 +47,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICIES = ("passive", "before", "active")
+POLICIES = ("passive", "before", "active", "spin:N")
 
 SUITE = """\
 name: bars
@@ -76,7 +79,15 @@ def child_env(policy: str) -> dict[str, str]:
     env.pop("GITHUB_STEP_SUMMARY", None)
     if policy == "active":
         env["OMP_WAIT_POLICY"] = "ACTIVE"
+    elif policy.startswith("spin:"):
+        env["GOMP_SPINCOUNT"] = policy.split(":", 1)[1]
     return env
+
+
+def known(policy: str) -> bool:
+    if policy.startswith("spin:"):
+        return policy[5:].isdigit()
+    return policy in POLICIES
 
 
 def child_argv(policy: str, suite: Path, out: Path, threads: int | None) -> list[str]:
@@ -95,38 +106,51 @@ class Child:
         self.proc = subprocess.Popen(child_argv(policy, suite, out, threads), env=child_env(policy), cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
-    def wait(self, timeout: float) -> tuple[float, float]:
-        deadline = self.started + timeout
-        while True:  # os.wait4: the child's own rusage (CPU seconds), which Popen does not give
-            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                self.proc.kill()
-                _, status, usage = os.wait4(self.proc.pid, 0)
-                break
-            time.sleep(0.05)
+    def poll(self, timeout: float) -> tuple[float, float] | None:
+        """(wall s, CPU s) once the child has ended (killed after ``timeout`` s), else None."""
+        # os.wait4: the child's own rusage (CPU seconds), which Popen does not give
+        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+        if not pid:
+            if time.perf_counter() - self.started < timeout:
+                return None
+            self.proc.kill()
+            _, status, usage = os.wait4(self.proc.pid, 0)
         wall = time.perf_counter() - self.started
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = code = os.waitstatus_to_exitcode(status)
         self.log.close()
-        code = self.proc.returncode
         if code not in (0, 1):  # 1: a gate failed, still a complete run (this suite has no gates)
             text = self.out.with_suffix(".log").read_text()[-3000:]
             raise SystemExit(f"audit exited {code} after {wall:.0f} s ({self.out}):\n{text}")
         return wall, usage.ru_utime + usage.ru_stime
 
 
+def wait_all(children: list[Child], timeout: float) -> list[tuple[float, float]]:
+    """Each child's (wall s, CPU s), polled together so each wall ends when that child ends."""
+    done: dict[int, tuple[float, float]] = {}
+    try:
+        while len(done) < len(children):
+            for i, child in enumerate(children):
+                if i not in done and (result := child.poll(timeout)) is not None:
+                    done[i] = result
+            time.sleep(0.05)
+    finally:  # a failed child: stop the others too
+        for child in children:
+            if child.proc.returncode is None:
+                child.proc.kill()
+    return [done[i] for i in range(len(children))]
+
+
 def measure(policy: str, suite: Path, work: Path, tag: str, threads: int | None, timeout: float) -> dict:
+    name = f"{tag}-{policy.replace(':', '-')}"
     walls, cpus = [], []
     started = time.perf_counter()
     for i in range(2):  # one after the other
-        wall, cpu = Child(policy, suite, work / f"{tag}-{policy}-seq{i}", threads).wait(timeout)
+        ((wall, cpu),) = wait_all([Child(policy, suite, work / f"{name}-seq{i}", threads)], timeout)
         walls.append(wall)
         cpus.append(cpu)
     sequential = time.perf_counter() - started
     started = time.perf_counter()
-    pair = [Child(policy, suite, work / f"{tag}-{policy}-con{i}", threads) for i in range(2)]
-    each = [child.wait(timeout) for child in pair]
+    each = wait_all([Child(policy, suite, work / f"{name}-con{i}", threads) for i in range(2)], timeout)
     concurrent = time.perf_counter() - started
     return {"single_s": statistics.median(walls), "sequential_s": sequential, "concurrent_s": concurrent,
             "concurrent_each_s": [w for w, _ in each], "cpu_single_s": statistics.median(cpus),
@@ -154,7 +178,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a child is killed")
     args = parser.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if not policies or any(p not in POLICIES for p in policies) or args.n < 1 or args.repeats < 1:
+    if not policies or not all(known(p) for p in policies) or args.n < 1 or args.repeats < 1:
         parser.error(f"--policies takes names from {', '.join(POLICIES)}; --n and --repeats at least 1")
 
     with tempfile.TemporaryDirectory(prefix="concurrent-") as tmp:
