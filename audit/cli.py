@@ -26,8 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _threads_option() -> typer.models.OptionInfo:
     return typer.Option(None, "--threads", metavar="N", help="CPU threads to compute with (default: "
-                        "$OMP_NUM_THREADS if set, else the cores this process may use); --workers processes "
-                        "share them")
+                        "$OMP_NUM_THREADS if set, else the physical cores this process may use); --workers "
+                        "processes share them")
 
 
 def _fail(exc: UserError) -> None:

@@ -58,14 +58,21 @@ def available_cores() -> int:
 
 def default_threads(environ: MutableMapping[str, str] | None = None) -> int:
     """The thread budget when ``--threads`` is not given: ``OMP_NUM_THREADS`` when the user set it
-    to a positive integer (their explicit choice wins, as PyTorch itself honours it), else
-    :func:`available_cores`."""
+    to a positive integer (their explicit choice wins, as PyTorch itself honours it), else the
+    cores this process may use: :func:`available_cores`, and no more than PyTorch's own default
+    (``torch.get_num_threads()`` before anything set it: the machine's *physical* cores, which
+    PyTorch counts without looking at the affinity mask; two threads on the two hardware threads
+    of one core gain little for convolutions)."""
     environ = os.environ if environ is None else environ
     try:
         value = int(environ.get("OMP_NUM_THREADS", "").strip())
     except ValueError:  # unset, empty, or a list such as "4,2" (nested levels): not a plain budget
         value = 0
-    return value if value >= 1 else available_cores()
+    if value >= 1:
+        return value
+    import torch
+
+    return max(1, min(available_cores(), torch.get_num_threads()))
 
 
 def resolve_threads(threads: int | str | None, environ: MutableMapping[str, str] | None = None) -> int:

@@ -41,14 +41,17 @@ def test_bad_threads_are_user_errors(given):
 def test_default_is_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
-    assert threads.available_cores() == 3  # the affinity mask, not the machine
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 32)  # PyTorch's default: the machine's physical cores
+    assert threads.available_cores() == 3  # the affinity mask (taskset, a cpuset), not the machine
     assert threads.resolve_threads(None, environ={}) == 3
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
     assert threads.available_cores() == 64
+    assert threads.resolve_threads(None, environ={}) == 32  # hardware threads beyond the physical cores: not used
 
 
 def test_users_omp_num_threads_is_the_default(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert threads.resolve_threads(None, environ={"OMP_NUM_THREADS": "1"}) == 1
     assert threads.resolve_threads(None, environ={"OMP_NUM_THREADS": "3"}) == 3
     for unusable in ("", "0", "4,2", "many"):  # not a plain positive budget: the cores
