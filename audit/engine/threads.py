@@ -4,8 +4,9 @@ Two audits at once on one machine (two CI jobs on one runner, a notebook beside 
 as many OpenMP threads as there are cores. PyTorch's CPU kernels are OpenMP parallel regions; by
 default an OpenMP thread that finishes its share spins, waiting for the next region, for a while
 (GNU libgomp, which the x86 Linux wheels of PyTorch use: 300 000 spins, a few milliseconds, before
-it sleeps). Alone, that spinning costs nothing; two processes oversubscribing the cores spin on the
-cores the other one needs, and each run took ~6x as long as alone (issue K). A *passive* wait
+it sleeps). Alone, that spinning costs little; two processes oversubscribing the cores spin on the
+cores the other one needs: on 2 cores an audit of 88 s alone took ~1 000 s with another beside it,
+~6x the two one after the other (issue K). A *passive* wait
 policy (``OMP_WAIT_POLICY=PASSIVE``, which libgomp turns into a spin count of 0; LLVM and Intel
 OpenMP honour the same variable) puts idle threads to sleep at once.
 
