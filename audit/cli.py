@@ -13,10 +13,21 @@ from typing import Optional
 
 import typer
 
+from audit.engine.threads import quiet_openmp_waits, resolve_threads, use_threads
 from audit.errors import EXIT_USAGE, SuiteError, UserError
+
+# Before anything imports torch: OpenMP reads its wait policy once, when it loads. Passive waits
+# keep two audits on one machine from spinning on each other's cores; a user's own setting wins.
+quiet_openmp_waits()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit saliency explainers of PyTorch image classifiers: can they be fooled?")
+
+
+def _threads_option() -> typer.models.OptionInfo:
+    return typer.Option(None, "--threads", metavar="N", help="CPU threads to compute with (default: "
+                        "$OMP_NUM_THREADS if set, else the physical cores this process may use); --workers "
+                        "processes share them")
 
 
 def _fail(exc: UserError) -> None:
@@ -37,6 +48,7 @@ def run(
     backend: str = typer.Option("local", "--backend", help="local or ray"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --backend ray)"),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="Ray num_gpus per task"),
+    threads: Optional[str] = _threads_option(),
 ) -> None:
     """Run every cell of a suite and write results.jsonl, summary.csv, report.md, manifest.json."""
     from audit.engine.cache import default_cache_dir
@@ -45,13 +57,15 @@ def run(
     from audit.engine.suite import load_suite
 
     try:
+        budget = resolve_threads(threads)
+        use_threads(budget)
         loaded = load_suite(suite)
         for line in loaded.warnings:
             typer.echo(line, err=True)
         target = out if out is not None else Path("reports") / loaded.suite.name
         cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
         result = run_suite(loaded, target, Progress(quiet=quiet), cache_dir=cache_dir, workers=workers,
-                           backend=backend, address=address, gpus_per_task=gpus_per_task)
+                           backend=backend, address=address, gpus_per_task=gpus_per_task, threads=budget)
     except UserError as exc:
         _fail(exc)
         return
@@ -100,6 +114,7 @@ def check(
     seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
     cache: Optional[str] = typer.Option(None, "--cache", help="cache folder, or 'none'"),
+    threads: Optional[str] = _threads_option(),
 ) -> None:
     """Judge one model alone (no original to compare): gating, manipulation, sanity, fragility,
     accuracy, each pass / warn / fail with its figure and 95 % interval; writes verdicts.csv and the
@@ -111,6 +126,8 @@ def check(
     from audit.engine.run import run_suite
 
     try:
+        budget = resolve_threads(threads)
+        use_threads(budget)
         model_cfg: dict = {"source": model}
         if weights is not None:
             model_cfg["weights"] = weights
@@ -128,7 +145,7 @@ def check(
             data_cfg["split"] = split
         loaded = load_check(model_cfg, data_cfg, seed=seed)
         cache_dir = default_cache_dir() if cache is None else (None if cache.lower() == "none" else Path(cache))
-        result = run_suite(loaded, out, Progress(quiet=quiet), cache_dir=cache_dir, strict=strict)
+        result = run_suite(loaded, out, Progress(quiet=quiet), cache_dir=cache_dir, strict=strict, threads=budget)
     except UserError as exc:
         _fail(exc)
         return

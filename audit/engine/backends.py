@@ -15,7 +15,6 @@ in the suite; the cache folder (``--cache``) should be on storage every node can
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -25,6 +24,7 @@ import torch
 
 from audit.engine.cache import Cache
 from audit.engine.runner import Runner, Unit
+from audit.engine.threads import worker_threads
 from audit.errors import UserError
 
 BACKENDS = ("local", "ray")
@@ -93,8 +93,11 @@ def _add_timings(runner: Runner, spent: dict[str, float]) -> None:
         runner.timings[stage] += seconds
 
 
-def run_processes(runner: Runner, units: list[Unit], workers: int, step: Callable[[], None]) -> list[dict]:
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def run_processes(runner: Runner, units: list[Unit], workers: int, step: Callable[[], None], *,
+                  threads: int) -> list[dict]:
+    """Run ``units`` on ``workers`` spawned processes; ``threads`` is the run's CPU thread budget
+    (``--threads``), shared equally: each worker computes with ``threads // workers`` (at least 1)."""
+    threads = worker_threads(threads, workers)
     records: list[dict] = []
     initargs = (threads, _run_key(runner), _shipped(runner), _cache_root(runner))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),

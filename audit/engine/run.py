@@ -18,6 +18,7 @@ from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
 from audit.engine.runner import Runner, order_records, preflight, preflight_explainers, run_batch_sizes
 from audit.engine.suite import LoadedSuite
+from audit.engine.threads import resolve_threads
 from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK, UserError
 from audit.metrics.base import METRICS
 from audit.models.sources import LoadedModel
@@ -38,7 +39,8 @@ class RunResult:
 
 def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, *,
               cache_dir: Path | None = None, workers: int = 1, backend: str = "local",
-              address: str | None = None, gpus_per_task: float = 0.0, strict: bool = False) -> RunResult:
+              address: str | None = None, gpus_per_task: float = 0.0, strict: bool = False,
+              threads: int | None = None) -> RunResult:
     """Run ``loaded`` and write results.jsonl, summary.csv, manifest.json, report.md, junit.xml and
     report.html to ``out`` (and verdicts.csv when the suite has ``checks:``).
 
@@ -47,6 +49,9 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
 
     Bad input raises :class:`UserError` before anything is written. ``cache_dir``: the cache
     folder, or ``None`` for no cache (the CLI passes :func:`default_cache_dir` unless told).
+    ``threads``: the CPU thread budget (``--threads``; default
+    :func:`audit.engine.threads.default_threads`), which ``workers > 1`` share equally; the
+    caller sets this process's own torch threads (the CLI does, before any work).
     """
     from audit.engine.gates import evaluate_gates
     from audit.engine.render import render_run_dir
@@ -61,6 +66,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         raise UserError(f"--out {out} is a file; give a folder path (it is created if missing)")
     if workers < 1:
         raise UserError("--workers must be at least 1")
+    threads = resolve_threads(threads)
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
     if backend != "ray" and (address or gpus_per_task):
@@ -86,7 +92,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         if backend == "ray":
             records = run_ray(runner, units, step, address=address, gpus_per_task=gpus_per_task)
         elif workers > 1:
-            records = run_processes(runner, units, workers, step)
+            records = run_processes(runner, units, workers, step, threads=threads)
         else:
             records = run_local(runner, units, step)
     records = order_records(records, loaded.suite)
@@ -111,7 +117,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         "description": runner.training.description, "digest": runner.training.digest}
     manifest["explainers"] = explainer_details  # what each decided about the model (Grad-CAM's layer)
     manifest["prepared"] = runner.preparation.summaries()  # e.g. a manipulation's training curves
-    manifest["backend"] = {"name": backend, "workers": workers, "address": address}
+    manifest["backend"] = {"name": backend, "workers": workers, "address": address, "threads": threads}
     manifest["check"] = {"strict": strict}  # how the checks' verdicts set the exit code
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}
