@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator, model_validator
 
 from audit.engine.yaml_lines import YamlProblem, line_of, load_with_lines
 from audit.errors import SuiteError, UserError
@@ -143,8 +143,8 @@ class Gate(Strict):
     metric: str
     attack: str = "*"
     explainer: str = "*"
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
     check: Literal["mean", "interval"] = "mean"
 
     @model_validator(mode="after")
@@ -168,8 +168,8 @@ class CheckRule(Strict):
     metric: str
     attack: str = "none"
     explainer: str = "*"
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
     severity: Literal["fail", "warn"] = "fail"
 
     @model_validator(mode="after")

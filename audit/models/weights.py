@@ -73,6 +73,11 @@ def read_state_dict(path: Path, notes: StateNotes | None = None) -> dict[str, to
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0][:200]}; "
                         "it must be a file written by torch.save(model.state_dict(), PATH)") from None
+    except (KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError):
+        # a file that is not a torch.save archive at all (text, an image) reaches the legacy
+        # unpickler, which fails on its first byte with whatever error that byte provokes
+        raise UserError(f"{path} is not a PyTorch weights file; it must be a file written by "
+                        "torch.save(model.state_dict(), PATH)") from None
     if isinstance(state, dict) and not _tensor_mapping(state):
         for key in CHECKPOINT_KEYS:
             if _tensor_mapping(state.get(key)):

@@ -158,3 +158,10 @@ def test_validate_prints_the_warning_and_exits_0(tmp_path, explain_audit, cli_en
         "attack 'none' is the identity (its map is the clean map): the gate holds by construction and "
         "cannot fail; gate this metric under an attack that changes the input or the model"]
     assert "ok (" in proc.stdout
+
+
+@pytest.mark.parametrize("bound", [".nan", ".inf", "-.inf"])
+def test_a_non_finite_gate_bound_is_a_suite_problem(tmp_path, bound):
+    """A NaN bound would pass validate, compute the whole matrix, then fail writing the JSON."""
+    found = problems(tmp_path, BASE.replace("min: 0.3}", f"min: {bound}}}"))
+    assert len(found) == 1 and found[0].endswith(":16: gates.0.min: Input should be a finite number")

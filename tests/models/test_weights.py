@@ -171,3 +171,12 @@ def test_timm_source_seeded_and_with_weights(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.model(x), trained(x))
     assert any("'model' entry" in n for n in loaded.notes)
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"\x89PNG\r\n\x1a\n", b"{}"])
+def test_a_file_that_is_not_a_torch_file_is_refused_in_one_line(tmp_path, content):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        read_state_dict(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
