@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from audit.engine.cache import Cache
+from audit.engine.output import check_out_folder
 from audit.engine.suite import LoadedSuite
 from audit.errors import UserError
 from audit.models.sources import EXPORT_METADATA
@@ -84,8 +85,7 @@ def export_attacked_model(loaded: LoadedSuite, attack_id: str, out: Path, fmt: s
                         "there is no attacked model to export")
     if fmt not in ("pt2", "state_dict"):
         raise UserError(f"--format {fmt!r}: use pt2 or state_dict")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder path (it is created if missing)")
+    check_out_folder(out)
     log = log or (lambda _m: None)
     runner = Runner(loaded, Cache(cache_dir), log=log)
     attacked = runner.preparation.model(attack_id)  # this attack only (and what it builds on)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from audit.engine.backends import BACKENDS, run_local, run_processes, run_ray
 from audit.engine.cache import Cache
+from audit.engine.output import check_out_folder
 from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
 from audit.engine.runner import Runner, order_records, preflight, preflight_explainers, run_batch_sizes
@@ -62,8 +63,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     from audit.report.writer import write_data
 
     progress = progress or Progress(quiet=True)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder path (it is created if missing)")
+    check_out_folder(out)
     if workers < 1:
         raise UserError("--workers must be at least 1")
     threads = resolve_threads(threads)
