@@ -35,12 +35,23 @@ FLAGS = {
     "gating": "the model answers occluded copies of its images unlike an honest classifier (collapsed or "
               "confident answers without the evidence), so black-box explainers such as RISE or occlusion "
               "cannot be trusted on it",
-    "manipulation": "{explainer}'s map disagrees with what occluding the image does to this very model, or orders "
-                    "regions no better than random: it may have been manipulated",
+    "manipulation": "{explainer}'s map does not follow what this very model does with the image: it may have "
+                    "been manipulated",
     "sanity": "{explainer}'s map barely moves when the model's top layers are re-initialised: it does not "
               "show what the model learned",
     "fragility": "an input change too small to see moves {explainer}'s map far",
     "accuracy": "the model is often wrong on these images, so the other checks explain mostly wrong answers",
+}
+
+# The same check read through a given metric (the metric ids of suites/check.yaml and the plugin
+# names): one sentence for what that metric saw, not every metric's reason at once.
+_DISAGREES = ("{explainer}'s map disagrees with what masking the image does to this very model (the "
+              "black-box reference's map): it may have been manipulated")
+FLAGS_BY_METRIC = {
+    ("manipulation", "agreement"): _DISAGREES,
+    ("manipulation", "explainer_agreement"): _DISAGREES,
+    ("manipulation", "aopc_gap"): "{explainer}'s map orders the image's regions no better than random order "
+                                  "(Heo et al. 2019, Fig. 4a): it may have been manipulated",
 }
 
 
@@ -58,7 +69,8 @@ def judge(rule, row) -> CheckVerdict:
     mean, lo, hi = _get(row, "mean"), _get(row, "ci_low"), _get(row, "ci_high")
     explainer = str(_get(row, "explainer"))
     t, bound = rule.threshold, rule.bound
-    flag = FLAGS.get(rule.check, "the check's bound is crossed").format(explainer=explainer)
+    flag = (FLAGS_BY_METRIC.get((rule.check, rule.metric)) or FLAGS.get(rule.check, "the check's bound is crossed")
+            ).format(explainer=explainer)
 
     def verdict(word: str, reason: str) -> CheckVerdict:
         return CheckVerdict(rule.check, explainer, word, mean, lo, hi, t, bound, rule.metric, rule.attack, reason)

@@ -48,7 +48,7 @@ def test_warn_severity_never_fails_and_reasons_say_why():
     v = judge(CheckRule(check="accuracy", metric="m", explainer="-", min=0.5, severity="warn"), row(0.1, 0.0, 0.2))
     assert v.verdict == "warn" and "often wrong" in v.reason
     failed = judge(rule(min=0.3), row(0.1, 0.0, 0.2))
-    assert "the whole interval beyond min 0.3" in failed.reason and "gradcam's map disagrees" in failed.reason
+    assert "the whole interval beyond min 0.3" in failed.reason and "gradcam's map does not follow" in failed.reason
     open_ = judge(rule(min=0.3), row(0.25, 0.1, 0.4))
     assert "cannot tell" in open_.reason and "failing side" in open_.reason
 
@@ -96,3 +96,11 @@ def test_degenerate_values_are_named_in_the_reason():
     v = judge(rule(min=0.3), r)
     assert v.verdict == "fail" and "32 of 32 images had a constant map" in v.reason
     assert "constant map" not in judge(rule(min=0.3), row(0.0, -0.1, 0.1)).reason
+
+
+def test_the_reason_names_what_the_failing_metric_saw():
+    """agreement and aopc_gap flag manipulation for different reasons; each says only its own."""
+    agreement = judge(rule(metric="agreement", min=0.55), row(0.2, 0.1, 0.3, metric="agreement")).reason
+    gap = judge(rule(metric="aopc_gap", min=0.0), row(-0.2, -0.3, -0.1, metric="aopc_gap")).reason
+    assert "disagrees with what masking the image does" in agreement and "random" not in agreement
+    assert "no better than random order" in gap and "disagrees" not in gap
