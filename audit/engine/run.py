@@ -19,7 +19,7 @@ from audit.engine.plan import plan_cells
 from audit.engine.progress import Progress
 from audit.engine.runner import Runner, order_records, preflight, preflight_explainers, run_batch_sizes
 from audit.engine.suite import LoadedSuite
-from audit.engine.threads import resolve_threads
+from audit.engine.threads import available_cores, resolve_threads
 from audit.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_OK, UserError
 from audit.metrics.base import METRICS
 from audit.models.sources import LoadedModel
@@ -78,6 +78,10 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
               run_batch_sizes(loaded.suite, runner.explainers, len(runner.data), runner.device))
     explainer_details = preflight_explainers(runner.explainers, runner.model, runner.data, runner.device)
     progress.log(f"model {runner.model.source} on {runner.device}; data {runner.data.description}")
+    if threads > available_cores():
+        # said, not refused: a user may know better (hyper-threads outside the affinity mask)
+        progress.log(f"--threads {threads} is more than the {available_cores()} cores this process may use: "
+                     "the threads will wait for each other; fewer run faster")
     for note in runner.model.notes:  # what loading the weights did (checkpoint key, prefixes, …)
         progress.log(note)
 

@@ -136,6 +136,24 @@ def test_threads_reach_torch_and_the_manifest(tmp_path):
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"]["threads"] == wanted
 
 
+
+def test_more_threads_than_cores_is_said_not_refused(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+
+    monkeypatch.setattr("audit.engine.run.available_cores", lambda: 1)
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, ["run", str(suite), "--out", str(tmp_path / "out"), "--cache", "none",
+                                          "--threads", "2"], env={"GITHUB_STEP_SUMMARY": None})
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code in (0, 1), result.output
+    assert "--threads 2 is more than the 1 cores this process may use" in result.output
+
 # -- the process pool ---------------------------------------------------------------------------
 class _RecordingPool:
     """Stands in for ProcessPoolExecutor: records how the workers would be set up, runs nothing."""
