@@ -7,6 +7,7 @@ settings prepared once, units dispatched, records put in plan order, summary, ga
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -121,7 +122,9 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
         "description": runner.training.description, "digest": runner.training.digest}
     manifest["explainers"] = explainer_details  # what each decided about the model (Grad-CAM's layer)
     manifest["prepared"] = runner.preparation.summaries()  # e.g. a manipulation's training curves
-    manifest["backend"] = {"name": backend, "workers": workers, "address": address, "threads": threads}
+    manifest["backend"] = {"name": backend, "workers": workers, "address": address, "threads": threads,
+                           # how idle OpenMP threads waited (audit.engine.threads): as the runtime read it
+                           "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}
     manifest["check"] = {"strict": strict}  # how the checks' verdicts set the exit code
     manifest["cache"] = {"root": str(cache.root) if cache.root else None, "hits": cache.hits,
                          "misses": cache.misses}

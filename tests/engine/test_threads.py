@@ -133,7 +133,10 @@ def test_threads_reach_torch_and_the_manifest(tmp_path):
     finally:
         torch.set_num_threads(before)
     assert result.exit_code in (0, 1), result.output
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"]["threads"] == wanted
+    backend = json.loads((tmp_path / "out" / "manifest.json").read_text())["backend"]
+    assert backend["threads"] == wanted
+    assert backend["openmp"] == {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                                 "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT")}
 
 
 
