@@ -100,6 +100,15 @@ class ModelRandomization(Attack):
                     module.reset_parameters()
                 else:
                     reset_by_tensors(module)
+        original = dict(model.named_modules())
+        if all(torch.equal(a, b) for name in chosen
+               for a, b in zip(modules[name].parameters(), original[name].parameters(), strict=True)):
+            # a model whose top layers already hold this seed's draw (one this very attack made
+            # and someone exported): re-drawing them changes nothing, and every map would look
+            # "unmoved" for the explainer's fault when the weights never changed
+            raise ValueError(f"re-initialising {', '.join(chosen)} left every weight unchanged: they already hold "
+                             "this seed's draw (a model randomised by this check?); the randomisation check "
+                             "cannot be made with this seed: use another suite seed (check --seed)")
         return clone
 
 

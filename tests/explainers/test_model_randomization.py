@@ -48,3 +48,16 @@ def test_randomising_moves_a_gradient_map():
     before = explain(model, x, target, ExplainContext(TINY_SPEC))
     after = explain(attacked, x, target, ExplainContext(TINY_SPEC))
     assert not torch.allclose(before, after, rtol=0.05)
+
+
+def test_a_model_this_seed_already_randomised_is_refused_not_scored():
+    """Exported after this very attack, the top layers hold the seed's draw: drawing them again
+    changes nothing, and the maps would look 'unmoved' for no fault of the explainer."""
+    import pytest
+
+    attack = ATTACKS.create("model_randomization", {"layers": 2})
+    once = attack.prepare(tiny_model(), AttackContext(TINY_SPEC, seed=1))
+    with pytest.raises(ValueError, match="left every weight unchanged.*use another suite seed"):
+        attack.prepare(once, AttackContext(TINY_SPEC, seed=1))
+    twice = attack.prepare(once, AttackContext(TINY_SPEC, seed=2))
+    assert _changed(once, twice) == ["fc", "layer1.0.downsample.0"]
