@@ -32,7 +32,8 @@ def stored_verdicts(run: RunData) -> list:
     except Exception as exc:
         raise UserError(f"{run.folder / 'manifest.json'}: a check of the stored suite is not valid "
                         f"({str(exc).splitlines()[0]}); run the suite again") from None
-    return evaluate_checks(rules, run.summary)
+    return evaluate_checks(rules, run.summary, {m.get("id"): m.get("plugin") for m in run.suite.get("metrics", [])
+                                                if isinstance(m, dict)})
 
 
 def strict_checks(run: RunData) -> bool:

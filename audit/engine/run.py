@@ -108,7 +108,7 @@ def run_suite(loaded: LoadedSuite, out: Path, progress: Progress | None = None, 
     binary = {m.id: METRICS.get(m.plugin).binary for m in loaded.suite.metrics}
     summary = summarize(records, plan_cells(loaded.suite), higher, loaded.suite.seed, binary)
     gates = evaluate_gates(loaded.suite.gates, summary)
-    verdicts = evaluate_checks(loaded.suite.checks, summary)
+    verdicts = evaluate_checks(loaded.suite.checks, summary, {m.id: m.plugin for m in loaded.suite.metrics})
     runner.timings["summarize"] = time.perf_counter() - started
     errors = any(r["status"] == "error" for r in records)
     failed = any(not g.passed for g in gates) or verdicts_failed(verdicts, strict)

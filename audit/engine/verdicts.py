@@ -43,17 +43,15 @@ FLAGS = {
     "accuracy": "the model is often wrong on these images, so the other checks explain mostly wrong answers",
 }
 
-# The same check read through a given metric (the metric ids of suites/check.yaml and the plugin
-# names): one sentence for what that metric saw, not every metric's reason at once.
-_DISAGREES = ("{explainer}'s map disagrees with what masking the image does to this very model (the "
-              "black-box reference's map): it may have been manipulated")
-FLAGS_BY_METRIC = {
-    ("manipulation", "agreement"): _DISAGREES,
-    ("manipulation", "explainer_agreement"): _DISAGREES,
+# The same check read through a given metric plugin (not the suite's id for it, which is the
+# user's choice): one sentence for what that metric saw, not every metric's reason at once.
+FLAGS_BY_PLUGIN = {
+    ("manipulation", "explainer_agreement"): "{explainer}'s map disagrees with what masking the image does to "
+                                             "this very model (the black-box reference's map): it may have "
+                                             "been manipulated",
     ("manipulation", "aopc_gap"): "{explainer}'s map orders the image's regions no better than random order "
                                   "(Heo et al. 2019, Fig. 4a): it may have been manipulated",
 }
-
 
 def _get(row, key: str):
     return row.get(key) if isinstance(row, dict) else getattr(row, key, None)
@@ -63,13 +61,14 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def judge(rule, row) -> CheckVerdict:
+def judge(rule, row, plugin: str | None = None) -> CheckVerdict:
     """The verdict of ``rule`` (a :class:`~audit.engine.suite.CheckRule`) on one summary row (a
-    dict of summary.csv or a :class:`~audit.report.model.SummaryRow`)."""
+    dict of summary.csv or a :class:`~audit.report.model.SummaryRow`); ``plugin``, the rule's
+    metric plugin, picks the sentence of why (default: the check's own)."""
     mean, lo, hi = _get(row, "mean"), _get(row, "ci_low"), _get(row, "ci_high")
     explainer = str(_get(row, "explainer"))
     t, bound = rule.threshold, rule.bound
-    flag = (FLAGS_BY_METRIC.get((rule.check, rule.metric)) or FLAGS.get(rule.check, "the check's bound is crossed")
+    flag = (FLAGS_BY_PLUGIN.get((rule.check, plugin)) or FLAGS.get(rule.check, "the check's bound is crossed")
             ).format(explainer=explainer)
 
     def verdict(word: str, reason: str) -> CheckVerdict:
@@ -103,16 +102,17 @@ def judge(rule, row) -> CheckVerdict:
     return verdict("warn", f"{shown} holds {bound} {t:g}: {n} images cannot tell{lean}")
 
 
-def evaluate_checks(rules: Iterable, summary: Iterable) -> list[CheckVerdict]:
+def evaluate_checks(rules: Iterable, summary: Iterable, plugins: dict[str, str] | None = None) -> list[CheckVerdict]:
     """One verdict per (rule, matching summary row), in rule order then row order; a rule that
-    matches no row is ``skipped`` (nothing was measured for it)."""
+    matches no row is ``skipped`` (nothing was measured for it). ``plugins``: metric id → plugin."""
+    plugins = plugins or {}
     rows = list(summary)
     out = []
     for rule in rules:
         matched = [r for r in rows if _get(r, "metric") == rule.metric and _get(r, "attack") == rule.attack
                    and rule.explainer in ("*", _get(r, "explainer"))]
         for row in matched:
-            out.append(judge(rule, row))
+            out.append(judge(rule, row, plugins.get(rule.metric)))
         if not matched:
             out.append(CheckVerdict(rule.check, rule.explainer, "skipped", None, None, None, rule.threshold,
                                     rule.bound, rule.metric, rule.attack, "no summary row matches this check"))

@@ -100,7 +100,14 @@ def test_degenerate_values_are_named_in_the_reason():
 
 def test_the_reason_names_what_the_failing_metric_saw():
     """agreement and aopc_gap flag manipulation for different reasons; each says only its own."""
-    agreement = judge(rule(metric="agreement", min=0.55), row(0.2, 0.1, 0.3, metric="agreement")).reason
-    gap = judge(rule(metric="aopc_gap", min=0.0), row(-0.2, -0.3, -0.1, metric="aopc_gap")).reason
+    agreement = judge(rule(metric="agreement", min=0.55), row(0.2, 0.1, 0.3, metric="agreement"),
+                      "explainer_agreement").reason
+    gap = judge(rule(metric="gap", min=0.0), row(-0.2, -0.3, -0.1, metric="gap"), "aopc_gap").reason
     assert "disagrees with what masking the image does" in agreement and "random" not in agreement
     assert "no better than random order" in gap and "disagrees" not in gap
+
+
+def test_evaluate_checks_reads_the_plugin_behind_a_metric_id():
+    verdicts = evaluate_checks([rule(metric="agreement", min=0.55)], [row(0.2, 0.1, 0.3, metric="agreement")],
+                               {"agreement": "explainer_agreement"})
+    assert "disagrees with what masking the image does" in verdicts[0].reason
