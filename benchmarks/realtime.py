@@ -1,6 +1,6 @@
 """Real-time saliency speed (issue I): seconds per image beside RISE (N = 1000) and Grad-CAM.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/realtime.py [--n 64] [--repeats 3] [--steps S]
+    PYTHONPATH=. .venv/bin/python benchmarks/realtime.py [--n 64] [--repeats 3] [--steps S] [--set KEY=VALUE ...]
 
 On the embedded default (builtin:shapes-resnet, builtin:shapes split test, the first ``--n``
 images), in one process: the masking model is trained once on split train (the explainer's
@@ -52,10 +52,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the explainer's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a realtime_saliency parameter (JSON value), e.g. --set area=2.0; repeatable")
     args = parser.parse_args()
 
     model = load_reference()
     params = {} if args.steps is None else {"steps": args.steps}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
     realtime = EXPLAINERS.create("realtime_saliency", params)
     training = TrainingSet(ShapesData("train", None, INPUT_SPEC.size))
     ctx = TrainingContext(INPUT_SPEC, derive_seed(args.seed, "explainer", "realtime_saliency", "train"),
@@ -86,10 +91,12 @@ def main() -> None:
     quality = {name: {"pointing_game": score("pointing_game", model, x, target, batch.labels, m, batch.masks),
                       "crop": score("crop", model, x, target, batch.labels, m, batch.masks)}
                for name, m in maps.items()}
+    # the yardstick itself: the ground-truth object mask scored as a map (its tight box)
+    quality["truth_mask"] = {"crop": score("crop", model, x, target, batch.labels, batch.masks.float(), batch.masks)}
     result = {
         "n": args.n, "repeats": args.repeats, "threads": torch.get_num_threads(), "cpu": platform.processor(),
         "train_seconds_wall": round(train_wall, 2), "train_seconds_cpu": round(train_cpu, 2),
-        "train_steps": realtime.params.steps,
+        "train_steps": realtime.params.steps, "params": params,
         "seconds_per_image_median": {k: round(v, 6) for k, v in per_image.items()},
         "cpu_seconds_per_image_median": {k: round(v, 6) for k, v in per_image_cpu.items()},
         "ratio_to_realtime": {k: round(v / per_image["realtime_saliency"], 1) for k, v in per_image.items()},
