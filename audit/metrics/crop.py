@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
+from scipy import ndimage
 
 from audit.maps import is_degenerate, minmax_normalize
 from audit.metrics._perturb import mark_errors, random_scores, sample_ids_of
@@ -37,25 +39,24 @@ from audit.registry import Params
 def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
     """(B, H, W) long labels of the foreground's connected components (0 = background).
 
-    Label propagation: each foreground pixel starts with its own index and repeatedly takes the
-    largest label among its neighbours until nothing changes, so a component ends up labelled
-    by its largest pixel index. Batched and on the tensors' device.
+    Each component is labelled by its largest flat pixel index plus one (row-major within its
+    image), a name that does not depend on how the components were found; ties between equal
+    components (:func:`largest_component`) are keyed by it. The components themselves come from
+    ``scipy.ndimage.label`` on the CPU (one call for the batch, with no connection across
+    images), which costs a few microseconds where label propagation on the tensor needed up to
+    H x W max-pool rounds.
     """
     b, h, w = fg.shape
-    mask = fg.to(torch.float64).unsqueeze(1)
-    labels = torch.arange(1, h * w + 1, dtype=torch.float64, device=fg.device).view(1, 1, h, w) * mask
-    for _ in range(h * w):
-        if connectivity == 8:
-            grown = F.max_pool2d(labels, 3, stride=1, padding=1)
-        else:
-            padded = F.pad(labels, (1, 1, 1, 1))
-            grown = torch.stack([labels, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
-                                 padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]]).amax(dim=0)
-        grown = grown * mask
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    return labels.squeeze(1).long()
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    found, count = ndimage.label(fg.detach().cpu().numpy().astype(bool, copy=False), structure=structure)
+    found = torch.from_numpy(found.reshape(b, h * w)).long()
+    # rename component k to (largest flat index of its pixels) + 1
+    index = torch.arange(1, h * w + 1, dtype=torch.long).expand(b, -1)
+    name = torch.zeros(count + 1, dtype=torch.long)
+    name.scatter_reduce_(0, found.flatten(), index.flatten(), reduce="amax")
+    name[0] = 0
+    return name[found].view(b, h, w).to(fg.device)
 
 
 def largest_component(fg: torch.Tensor, connectivity: int = 8,

@@ -101,3 +101,41 @@ def test_threshold_must_be_mean_or_in_unit_interval():
         assert METRICS.create("crop", {"threshold": threshold}).params.threshold == threshold
     with pytest.raises(ValueError):
         METRICS.create("crop", {"threshold": "median"})
+
+
+def _flood_fill_labels(fg: torch.Tensor, connectivity: int) -> torch.Tensor:
+    """Independent labelling (breadth-first flood fill), named by largest flat index + 1."""
+    h, w = fg.shape
+    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    if connectivity == 8:
+        steps += [(-1, -1), (-1, 1), (1, -1), (1, 1)]
+    out = torch.zeros(h, w, dtype=torch.long)
+    seen = set()
+    for start in zip(*torch.nonzero(fg, as_tuple=True), strict=True):
+        start = (int(start[0]), int(start[1]))
+        if start in seen:
+            continue
+        component, frontier = [start], [start]
+        seen.add(start)
+        while frontier:
+            r, c = frontier.pop()
+            for dr, dc in steps:
+                q = (r + dr, c + dc)
+                if 0 <= q[0] < h and 0 <= q[1] < w and fg[q] and q not in seen:
+                    seen.add(q)
+                    component.append(q)
+                    frontier.append(q)
+        name = max(r * w + c for r, c in component) + 1
+        for q in component:
+            out[q] = name
+    return out
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_components_match_a_flood_fill_and_never_cross_images(connectivity):
+    gen = torch.Generator().manual_seed(3)
+    fg = torch.rand(4, 13, 17, generator=gen) < 0.45
+    fg[1] = True  # a full image next to others: its component must not reach them
+    labels = connected_components(fg, connectivity)
+    for b in range(fg.shape[0]):
+        assert torch.equal(labels[b], _flood_fill_labels(fg[b], connectivity))
