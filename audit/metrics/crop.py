@@ -21,6 +21,7 @@ METHODS-style notes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -60,23 +61,35 @@ def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tenso
 
 
 def largest_component(fg: torch.Tensor, connectivity: int = 8,
-                      tie_key: torch.Tensor | None = None) -> torch.Tensor:
+                      tie_key: torch.Tensor | Callable[[list[int]], torch.Tensor] | None = None
+                      ) -> torch.Tensor:
     """(B, H, W) bool: the largest connected component of each foreground.
 
-    Components of equal size are told apart by ``tie_key`` (B, HW + 1) distinct values indexed by
-    label (a seeded random key: the highest wins); without one, the larger label wins.
+    Components of equal size are told apart by ``tie_key``: (B, HW + 1) distinct values indexed
+    by label (a seeded random key: the highest wins), or a function giving those rows for the
+    listed images only, called just for images whose largest size is tied (drawing a key costs
+    more than the rest). Without one, the larger label wins.
     """
     b, h, w = fg.shape
     labels = connected_components(fg, connectivity).flatten(1)
     counts = torch.zeros(b, h * w + 1, dtype=torch.long, device=fg.device)
     counts.scatter_add_(1, labels, torch.ones_like(labels))
     counts[:, 0] = 0
-    if tie_key is None:
-        tie_key = torch.arange(h * w + 1, dtype=torch.float64, device=fg.device).expand(b, -1)
-    # the key, scaled into [0, 1), only decides between equal (integer) counts
-    key = tie_key.to(device=fg.device, dtype=torch.float64)
-    key = (key - key.amin(dim=1, keepdim=True)) / (key.amax(dim=1, keepdim=True) - key.amin(dim=1, keepdim=True) + 1)
-    best = (counts.to(torch.float64) + key).argmax(dim=1)
+    best = counts.argmax(dim=1)  # the first of equal maxima: replaced below where sizes tie
+    top = counts.topk(min(2, h * w + 1), dim=1).values
+    tied = [int(i) for i in torch.nonzero((top[:, 0] > 0) & (top[:, 0] == top[:, -1])).flatten()]
+    if tied:
+        if tie_key is None:
+            key = torch.arange(h * w + 1, dtype=torch.float64, device=fg.device).expand(len(tied), -1)
+        elif callable(tie_key):
+            key = tie_key(tied)
+        else:
+            key = tie_key[tied]
+        # the key, scaled into [0, 1), only decides between equal (integer) counts
+        key = key.to(device=fg.device, dtype=torch.float64)
+        low, high = key.amin(dim=1, keepdim=True), key.amax(dim=1, keepdim=True)
+        key = (key - low) / (high - low + 1)
+        best[tied] = (counts[tied].to(torch.float64) + key).argmax(dim=1)
     return (labels == best.view(-1, 1)).view(b, h, w) & fg
 
 
@@ -92,26 +105,32 @@ def bounding_boxes(region: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=1, keepdim=True), box, full)
 
 
+def _sample_coordinates(lo: torch.Tensor, hi: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size) normalised [-1, 1] coordinates (pixel centres at the ends, align_corners=True) of
+    ``size`` points evenly from pixel ``lo`` to pixel ``hi``, computed in float64."""
+    steps = torch.arange(size, device=lo.device, dtype=torch.float64) / max(size - 1, 1)
+    pos = lo.to(torch.float64)[:, None] + (hi - lo).to(torch.float64)[:, None] * steps
+    return -1 + 2 * pos / max(size - 1, 1)
+
+
 def crop_resize(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Each image's box cropped and bilinearly resized to the full input size, in one call.
 
-    An affine grid maps the output's corner pixel centres onto the box's corner pixel centres
-    (align_corners=True), so only pixels inside the box are sampled and the full-image box
-    returns the image unchanged.
+    The output's corner pixel centres land on the box's corner pixel centres (align_corners=True),
+    so only pixels inside the box are sampled and the full-image box returns the image unchanged.
+    The sampling grid is separable (each output row reads one input row position, each column
+    one column position), so it is built from two (B, size) coordinate vectors rather than by
+    an affine grid over all B x H x W points, which cost twice the sampling itself.
     """
     b, _, h, w = x.shape
-    boxes = boxes.to(x.dtype)
-    top, bottom = -1 + 2 * boxes[:, 0] / max(h - 1, 1), -1 + 2 * boxes[:, 1] / max(h - 1, 1)
-    left, right = -1 + 2 * boxes[:, 2] / max(w - 1, 1), -1 + 2 * boxes[:, 3] / max(w - 1, 1)
-    zero = torch.zeros_like(top)
-    theta = torch.stack([torch.stack([(right - left) / 2, zero, (right + left) / 2], dim=1),
-                         torch.stack([zero, (bottom - top) / 2, (bottom + top) / 2], dim=1)], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    ys = _sample_coordinates(boxes[:, 0], boxes[:, 1], h).to(x.dtype)
+    xs = _sample_coordinates(boxes[:, 2], boxes[:, 3], w).to(x.dtype)
+    grid = torch.stack([xs[:, None, :].expand(b, h, w), ys[:, :, None].expand(b, h, w)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int,
-                   tie_key: torch.Tensor | None = None) -> torch.Tensor:
+                   tie_key: torch.Tensor | Callable[[list[int]], torch.Tensor] | None = None) -> torch.Tensor:
     """(B, H, W) bool: largest connected component of the thresholded map (see
     :func:`largest_component` for ``tie_key``)."""
     if threshold == "mean":
@@ -154,7 +173,10 @@ class Crop(Metric):
         x, maps = inputs.x_attacked, inputs.map_attacked.to(inputs.x_attacked.device)
         b, _, h, w = x.shape
         degenerate = is_degenerate(maps)
-        key = random_scores(h * w + 1, inputs.seed, sample_ids_of(inputs.sample_ids, b), "crop-ties", x.device)
+        ids = sample_ids_of(inputs.sample_ids, b)
+
+        def key(rows: list[int]) -> torch.Tensor:  # drawn only for images whose sizes tie
+            return random_scores(h * w + 1, inputs.seed, [ids[i] for i in rows], "crop-ties", x.device)
         region = salient_region(maps, self.params.threshold, self.params.connectivity, key)
         region = region & ~degenerate.view(-1, 1, 1)  # no region → the full-image box
         boxes = bounding_boxes(region)

@@ -137,6 +137,22 @@ def test_crop_picks_between_equal_largest_components_at_random():
     assert largest_component(bigger, 8, keys.double())[:, 2, 2].all()
 
 
+def test_crop_tie_keys_drawn_only_for_tied_images_choose_as_keys_for_all():
+    fg = torch.zeros(40, 16, 16, dtype=torch.bool)
+    fg[:, 1:4, 1:4] = True
+    fg[:, 12:15, 12:15] = True
+    fg[::3, 1:4, 4] = True  # every third image: no tie, the upper component is larger
+    keys = torch.stack([torch.randperm(257, generator=torch.Generator().manual_seed(i)) for i in range(40)])
+    asked: list[list[int]] = []
+
+    def lazy(rows):
+        asked.append(rows)
+        return keys[rows].double()
+
+    assert torch.equal(largest_component(fg, 8, lazy), largest_component(fg, 8, keys.double()))
+    assert asked == [[i for i in range(40) if i % 3]]  # keys for the tied images only
+
+
 def test_crop_metric_boxes_either_of_two_equal_components_by_the_cells_seed():
     n = 24
     maps = torch.zeros(n, 16, 16)
