@@ -1,6 +1,7 @@
 """Two identical audits at once on one machine, against the same two one after the other.
 
     .venv/bin/python benchmarks/concurrent_runs.py [--n 48] [--repeats 1] [--policies passive,before]
+        [--single-only]
 
 The audit: a ``bars``-style suite (explainers rise {n_masks: 500}, smoothgrad, saliency, gradcam;
 attacks none, gaussian_noise, blur; metrics spearman, topk_intersection, aopc, deletion, accuracy;
@@ -31,7 +32,11 @@ results.jsonl (the policy changes timing, never numbers); a mismatch aborts.
 
 Printed: ``concurrent_over_sequential`` (default policy; goal ≤ 1.15),
 ``single_run_cost_of_default`` (passive single ÷ before single; goal ≤ 1.05), the same ratios
-per policy, and last one JSON line. Measure on an otherwise idle machine.
+per policy, and last one JSON line. Measure on an otherwise idle machine. ``--single-only`` runs
+only the audits alone, the policies interleaved in each repeat, and prints each policy's
+``single_run_cost_vs_before`` (median ÷ median): the single-run cost with more repeats in the
+time (the file is named ``concurrent_runs.py``, not ``concurrent.py``: run as a script, a
+``concurrent.py`` would shadow the standard library's ``concurrent`` package that its imports use).
 """
 
 from __future__ import annotations
@@ -167,6 +172,29 @@ def check_same_results(work: Path) -> int:
     return len(files)
 
 
+def single_only(policies: list[str], suite: Path, work: Path, args) -> None:
+    """``--single-only``: one run alone per policy per repeat, interleaved; medians and ratios."""
+    walls: dict[str, list[float]] = {p: [] for p in policies}
+    for r in range(args.repeats):
+        for policy in policies:
+            ((wall, cpu),) = wait_all([Child(policy, suite, work / f"r{r}-{policy.replace(':', '-')}",
+                                             args.threads)], args.timeout)
+            walls[policy].append(wall)
+            print(f"repeat {r} {policy:12} single {wall:7.1f} s (cpu {cpu:.0f} s)", flush=True)
+    compared = check_same_results(work)
+    result: dict = {"n": args.n, "masks": args.masks, "repeats": args.repeats, "single_only": True,
+                    "identical_results_runs": compared,
+                    "single_s": {p: {"median": round(statistics.median(w), 2), "all": [round(v, 2) for v in w]}
+                                 for p, w in walls.items()}}
+    if "before" in walls:
+        before = statistics.median(walls["before"])
+        result["single_run_cost_vs_before"] = {p: round(statistics.median(w) / before, 3)
+                                               for p, w in walls.items() if p != "before"}
+        print("single-run cost against 'before' (median ratio): " + ", ".join(
+            f"{p} {v:.3f}" for p, v in result["single_run_cost_vs_before"].items()) + " (goal <= 1.05)")
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=48, help="images in the audit")
@@ -176,6 +204,9 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(POLICIES)}; the first is the default's row")
     parser.add_argument("--threads", type=int, default=None, help="--threads for every child (default: theirs)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a child is killed")
+    parser.add_argument("--single-only", action="store_true",
+                        help="only single runs, the policies interleaved in each repeat: the single-run "
+                             "cost of each policy against 'before', with more repeats for the same time")
     args = parser.parse_args()
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies or not all(known(p) for p in policies) or args.n < 1 or args.repeats < 1:
@@ -185,6 +216,9 @@ def main() -> None:
         work = Path(tmp)
         suite = work / "bars.yaml"
         suite.write_text(SUITE.format(n=args.n, batch=min(args.n, 32), masks=args.masks))
+        if args.single_only:
+            single_only(policies, suite, work, args)
+            return
         runs: dict[str, list[dict]] = {p: [] for p in policies}
         for r in range(args.repeats):
             for policy in policies:
