@@ -173,17 +173,22 @@ def check_same_results(work: Path) -> int:
 
 
 def single_only(policies: list[str], suite: Path, work: Path, args) -> None:
-    """``--single-only``: one run alone per policy per repeat, interleaved; medians and ratios."""
+    """``--single-only``: one run alone per policy per repeat, interleaved (the order reversed
+    every other repeat); medians and ratios."""
     walls: dict[str, list[float]] = {p: [] for p in policies}
+    cpus: dict[str, list[float]] = {p: [] for p in policies}
     for r in range(args.repeats):
-        for policy in policies:
+        # the order reversed every other repeat, so a drift (caches, clocks) favours no policy
+        for policy in (policies if r % 2 == 0 else policies[::-1]):
             ((wall, cpu),) = wait_all([Child(policy, suite, work / f"r{r}-{policy.replace(':', '-')}",
                                              args.threads)], args.timeout)
             walls[policy].append(wall)
+            cpus[policy].append(cpu)
             print(f"repeat {r} {policy:12} single {wall:7.1f} s (cpu {cpu:.0f} s)", flush=True)
     compared = check_same_results(work)
     result: dict = {"n": args.n, "masks": args.masks, "repeats": args.repeats, "single_only": True,
-                    "identical_results_runs": compared,
+                    "threads": args.threads, "identical_results_runs": compared,
+                    "cpu_single_s": {p: round(statistics.median(c), 2) for p, c in cpus.items()},
                     "single_s": {p: {"median": round(statistics.median(w), 2), "all": [round(v, 2) for v in w]}
                                  for p, w in walls.items()}}
     if "before" in walls:
@@ -208,7 +213,7 @@ def main() -> None:
                         help="only single runs, the policies interleaved in each repeat: the single-run "
                              "cost of each policy against 'before', with more repeats for the same time")
     args = parser.parse_args()
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = list(dict.fromkeys(p.strip() for p in args.policies.split(",") if p.strip()))  # no repeats
     if not policies or not all(known(p) for p in policies) or args.n < 1 or args.repeats < 1:
         parser.error(f"--policies takes names from {', '.join(POLICIES)}; --n and --repeats at least 1")
 
