@@ -16,9 +16,9 @@ With ``--convergence`` (issue K): how many masks plain RISE and the control-vari
 and 0.05 against the limit map m, on 16 reference test images and on torchvision resnet18 at
 224 px (random weights: nothing is downloaded; 16 seeded noise images). The error is estimated
 without a reference map: 4 independent replicates per estimator give an unbiased estimate of its
-variance at the replicate size n, and of ||m||^2; the error falls as 1/sqrt(N) (checked on the
-reference model, replicates of 500 and 2000 masks), so masks needed = n (error at n / level)^2,
-an extrapolation, which also makes the ratio the same at both levels. Two yardsticks:
+variance at the replicate size n, and of ||m||^2 up to the estimators' O(1/n) bias; the error
+falls as 1/sqrt(N) (checked on the reference model, replicates of 500 and 2000 masks), so masks
+needed = n (error at n / level)^2, an extrapolation, which also makes the ratio the same at both levels. Two yardsticks:
 ``centred`` (each map minus its mean over pixels: the structure that ranks, top-k and pointing
 read; the main figures, ``masks_ratio_at_0.10`` / ``_0.05``) and ``raw`` (the maps as they are,
 ``..._raw``): a RISE map is a large constant (the mean class probability) plus a small
@@ -188,10 +188,14 @@ def error_constants(maps: torch.Tensor, signal: torch.Tensor | None, centred: bo
 
     ``maps`` (R, B, P) are R independent replicates of one estimator at ``n_masks``. Their
     spread v = sum_r ||m_r - mean||^2 / (R - 1) is an unbiased estimate of the estimator's
-    variance E||m_N - E m_N||^2; ||mean||^2 - v / R estimates ||m||^2 without bias (the limit
-    map's squared norm; ``signal`` passes one from another estimator of the same limit). These
+    variance E||m_N - E m_N||^2; ||mean||^2 - v / R estimates ||E m_N||^2 without bias, which is
+    the limit map's squared norm ||m||^2 up to the estimator's own O(1/N) bias (both are ratios
+    of sums over the masks, sum s M / sum M; ``signal`` passes one from another estimator of the
+    same limit). k itself, a square root of a ratio of the two, is consistent, not unbiased. These
     estimators' errors fall as 1/sqrt(N) (means of N i.i.d. terms, to first order), so k
-    extrapolates to any N; ``centred`` subtracts each map's mean over pixels first.
+    extrapolates to any N; ``centred`` subtracts each map's mean over pixels first. Where the
+    noise dwarfs the map the signal estimate can come out <= 0 (it is unbiased, not positive):
+    k is then NaN (unresolved at this n), never a number made from a clamped denominator.
     """
     if centred:
         maps = maps - maps.mean(dim=-1, keepdim=True)
@@ -200,7 +204,8 @@ def error_constants(maps: torch.Tensor, signal: torch.Tensor | None, centred: bo
     spread = ((maps - mean) ** 2).sum(dim=-1).sum(dim=0) / (replicates - 1)
     if signal is None:
         signal = (mean ** 2).sum(dim=-1) - spread / replicates
-    return (spread / signal.clamp_min(1e-300)).sqrt(), signal
+    k = (spread / signal.clamp_min(1e-300)).sqrt()
+    return torch.where(signal > 0, k, torch.nan), signal
 
 
 def convergence_row(name: str, model, spec: InputSpec, x, target, params: RiseParams,
@@ -217,6 +222,11 @@ def convergence_row(name: str, model, spec: InputSpec, x, target, params: RisePa
                                                                         centred)[0]}
             at: dict = {}
             for estimator, per_image in k.items():
+                unresolved = torch.nonzero(per_image.isnan()).flatten().tolist()
+                if unresolved:
+                    raise SystemExit(f"{name} ({yardstick}): {n_masks} masks x {replicates} replicates "
+                                     f"cannot resolve the map of images {unresolved} (the noise dwarfs "
+                                     f"it: estimated ||m||^2 <= 0); use more masks per replicate")
                 mean_k = float(per_image.mean())  # mean over images of k_i; error(N) = mean_k sqrt(n/N)
                 at[estimator] = {"error_at_n": round(mean_k, 4),
                                  "masks_at_0.10": round(n_masks * (mean_k / 0.10) ** 2, 1),

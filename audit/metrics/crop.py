@@ -134,7 +134,9 @@ def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int
     """(B, H, W) bool: largest connected component of the thresholded map (see
     :func:`largest_component` for ``tie_key``)."""
     if threshold == "mean":
-        flat = maps.flatten(1)
+        # float64: a float32 mean is rounded to the nearest float32, which can be the map's
+        # maximum itself when few pixels lie below it, leaving no pixel above the mean
+        flat = maps.flatten(1).to(torch.float64)
         fg = (flat > flat.mean(dim=1, keepdim=True)).view_as(maps)
     else:
         fg = minmax_normalize(maps.to(torch.float64)) >= float(threshold)

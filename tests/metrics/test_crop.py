@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from audit.metrics.base import METRICS
-from audit.metrics.crop import bounding_boxes, connected_components, crop_resize, largest_component
+from audit.metrics.crop import bounding_boxes, connected_components, crop_resize, largest_component, salient_region
 from tests.metrics.helpers import ConstantModel, make_inputs
 
 H = W = 32
@@ -173,3 +173,20 @@ def test_components_match_a_flood_fill_and_never_cross_images(connectivity):
     labels = connected_components(fg, connectivity)
     for b in range(fg.shape[0]):
         assert torch.equal(labels[b], _flood_fill_labels(fg[b], connectivity))
+
+
+def test_mean_threshold_is_not_lost_to_float32_rounding_of_the_mean():
+    # every pixel but the last column sits above the mean, by 2e-5 relative (not degenerate);
+    # a float32 mean rounds to the maximum itself here and marked no pixel at all
+    maps = torch.full((1, 8, 512), 1 + 2e-5)
+    maps[0, :, -1] = 1.0
+    region = salient_region(maps, "mean", 8)
+    assert int(region.sum()) == 8 * 511
+    assert bounding_boxes(region).tolist() == [[0, 7, 0, 510]]
+    logits = [1.0, 0.0]
+    log_p = torch.log_softmax(torch.tensor(logits, dtype=torch.float64), 0)[0].item()
+    x = torch.rand(1, 3, 8, 512)
+    result = METRICS.create("crop", {}).compute(
+        make_inputs(x, ConstantModel(logits), map_clean=maps, target=torch.zeros(1, dtype=torch.long)))
+    assert result.status == ["ok"]
+    assert result.values.item() == pytest.approx(math.log(511 / 512) - log_p, abs=1e-12)
