@@ -44,8 +44,8 @@ def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tenso
     image), a name that does not depend on how the components were found; ties between equal
     components (:func:`largest_component`) are keyed by it. The components themselves come from
     ``scipy.ndimage.label`` on the CPU (one call for the batch, with no connection across
-    images), which costs a few microseconds where label propagation on the tensor needed up to
-    H x W max-pool rounds.
+    images): about 2 ms for 32 maps of 64 x 64 on one core, where label propagation on the
+    tensor needed up to H x W max-pool rounds (13.9x the metric's forward passes, issue K).
     """
     b, h, w = fg.shape
     structure = np.zeros((3, 3, 3), dtype=bool)
