@@ -4,12 +4,19 @@ A mask is a Bernoulli(p) grid of s x s cells, upsampled bilinearly to (s + 1) * 
 side (cell = ceil(size / s)) and cropped to size x size at a uniform random offset in
 [0, cell)^2, which shifts the grid by a sub-cell amount so that cell borders fall everywhere.
 Values are in [0, 1]; the mean mask value is about p.
+
+Two designs give masks with exactly this distribution each, and differ in how the N masks of one
+run depend on each other: ``iid`` (:func:`generate_masks`, the paper's) and ``orthogonal``
+(:class:`OrthogonalMasks`: blocks of masks whose cells form a randomised orthogonal array of
+strength 3, one shift per block from a scrambled Sobol' sequence), which converges to the same
+map with fewer masks.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,3 +84,79 @@ def generate_palette_masks(n: int, size: int | tuple[int, int], grid: int, p: fl
     cells = F.one_hot(category, colours + 1).permute(0, 3, 1, 2).to(dtype)
     return _upsample_crop(cells, (height, width), ((grid + 1) * cell_h, (grid + 1) * cell_w),
                           shift_y.to(device), shift_x.to(device))
+
+
+def strength3_array(columns: int) -> torch.Tensor:
+    """A two-level orthogonal array of strength 3: (runs, columns) int64 in {0, 1}.
+
+    The runs are all x in F_2^(k+1), k = ceil(log2(columns)), so runs = 2^(k+1) <= 4 * columns
+    (and 2 for one column); column j is the parity x . (1, bits(j)). Any three columns (1, a),
+    (1, b), (1, c) are linearly independent over F_2 (the sum of two is (0, a + b) != 0, of
+    three (1, ...) != 0), so every pattern of values of any three columns appears in exactly
+    runs / 8 runs (Hedayat, Sloane & Stufken, *Orthogonal Arrays*, 1999, Thm 3.29: the rows of
+    a linear code whose generator has every t columns independent form an OA of strength t;
+    this one is the dual of the extended Hamming code).
+    """
+    if columns < 1:
+        raise ValueError(f"an orthogonal array needs at least one column, got {columns}")
+    k = max(0, math.ceil(math.log2(columns)))
+    runs = torch.arange(2 ** (k + 1))
+    bits = (runs[:, None] >> torch.arange(k + 1)) & 1  # (runs, k + 1)
+    j = torch.arange(columns)
+    generator = torch.cat([torch.ones(1, columns, dtype=torch.long),
+                           (j[None, :] >> torch.arange(k)[:, None]) & 1])  # (k + 1, columns)
+    return (bits @ generator) % 2
+
+
+def sobol_shifts(blocks: int, cell: tuple[int, int], seed: int) -> torch.Tensor:
+    """(blocks, 2) integer shifts (y, x) in [0, cell_h) x [0, cell_w): a scrambled Sobol' sequence.
+
+    Each point is uniform on the square (Owen-style scrambling, scipy's ``qmc.Sobol``), so each
+    shift is uniform like RISE's; together the first 2^j points stratify the square (a (0, j, 2)
+    -net: with power-of-two cells every shift appears exactly once in the first cell_h * cell_w
+    blocks). A longer run's shifts start with a shorter run's (the sequence is drawn once).
+    """
+    from scipy.stats import qmc
+
+    exponent = max(0, math.ceil(math.log2(max(blocks, 1))))
+    points = qmc.Sobol(2, scramble=True, rng=np.random.default_rng(seed)).random_base2(exponent)
+    scale = np.array(cell, dtype=np.float64)
+    return torch.from_numpy(np.minimum((points[:blocks] * scale).astype(np.int64), scale.astype(np.int64) - 1))
+
+
+class OrthogonalMasks:
+    """RISE masks (p = 1/2) in blocks of ``runs``: a ``make(m, gen, index)`` for ``mask_stream``.
+
+    Block ``index`` takes :func:`strength3_array` for the grid's s * s cells, with its own random
+    row order, a random choice and order of its columns and a random flip of every column (from
+    ``gen``), and one shift, the block's point of :func:`sobol_shifts`. Each mask is exactly a
+    RISE mask with p = 1/2 (the flips make its cells independent fair coins; the shift is
+    uniform), so the estimator's limit is RISE's. Within a block every pattern of any three
+    cells appears equally often and the shift is fixed: the block's average of f(M) M(u) is
+    exact, not sampled, for any score f of degree <= 2 in the cells. What is left is the
+    score's higher-order part and the shift's variation, which the Sobol' shifts stratify
+    across blocks. A partial last block (N not a multiple of ``runs``) is a random subset of
+    rows: its masks keep the distribution, not the balance.
+    """
+
+    def __init__(self, n: int, size: tuple[int, int], grid: int, shift_seed: int, *,
+                 device: torch.device | str = "cpu", dtype=torch.float32):
+        self.size, self.grid, self.device, self.dtype = size, grid, torch.device(device), dtype
+        self.cell = (math.ceil(size[0] / grid), math.ceil(size[1] / grid))
+        self.available = strength3_array(2 ** max(0, math.ceil(math.log2(grid * grid))))
+        self.runs = self.available.shape[0]
+        self.shifts = sobol_shifts(max(1, math.ceil(n / self.runs)), self.cell, shift_seed)
+
+    def __call__(self, m: int, gen: torch.Generator, index: int) -> torch.Tensor:
+        if m > self.runs:
+            raise ValueError(f"a block holds at most {self.runs} masks, asked for {m}")
+        cells = self.grid * self.grid
+        rows = torch.randperm(self.runs, generator=gen)[:m]
+        columns = torch.randperm(self.available.shape[1], generator=gen)[:cells]
+        flips = torch.randint(0, 2, (cells,), generator=gen)
+        grids = (self.available[rows][:, columns] ^ flips).view(m, 1, self.grid, self.grid)
+        shift_y = self.shifts[index, 0].repeat(m)
+        shift_x = self.shifts[index, 1].repeat(m)
+        up = ((self.grid + 1) * self.cell[0], (self.grid + 1) * self.cell[1])
+        return _upsample_crop(grids.to(self.device, self.dtype), self.size, up, shift_y.to(self.device),
+                              shift_x.to(self.device))

@@ -11,14 +11,20 @@ For the reference model (64 x 64) and torchvision resnet18 (random weights, 224 
 Goal (issue B): rise / (N x forward) <= 1.05 on CPU. Measurements alternate forward and RISE runs
 and keep each one's minimum, so load from other processes on shared cores hurts both alike; the
 same ratios are also given in process CPU time (``*_cpu``), which such load does not inflate.
-With ``--convergence`` (issue K): how many masks plain RISE and the control-variate estimator
-(``estimator: control_variate``) need for a mean relative L2 error ||m_N - m|| / ||m|| of 0.10
-and 0.05 against the limit map m, on 16 reference test images and on torchvision resnet18 at
-224 px (random weights: nothing is downloaded; 16 seeded noise images). The error is estimated
-without a reference map: 4 independent replicates per estimator give an unbiased estimate of its
-variance at the replicate size n, and of ||m||^2 up to the estimators' O(1/n) bias; the error
-falls as 1/sqrt(N) (checked on the reference model, replicates of 500 and 2000 masks), so masks
-needed = n (error at n / level)^2, an extrapolation, which also makes the ratio the same at both levels. Two yardsticks:
+With ``--convergence`` (issue K): how many masks RISE needs for a mean relative L2 error
+||m_N - m|| / ||m|| of 0.10 and 0.05 against the limit map m, on 16 reference test images and on
+torchvision resnet18 at 224 px (random weights: nothing is downloaded; 16 seeded noise images),
+with i.i.d. masks (``plain``, the paper's; ``design: iid``), with the orthogonal design (``ours``,
+RISE's default since issue K: ``design: orthogonal``, :class:`audit.rise_masks.OrthogonalMasks`)
+and with i.i.d. masks and the control variate (``estimator: control_variate``);
+``masks_ratio_at_*`` is plain / orthogonal, ``cv_masks_ratio_at_*`` plain / control variate. The
+error is estimated without a reference map: 4 independent replicates per estimator give an
+unbiased estimate of its variance at the replicate size n, and of ||m||^2 up to the estimators'
+O(1/n) bias; the i.i.d. error falls as 1/sqrt(N) (checked on the reference model, replicates of
+512 and 2048 masks), so masks needed = n (error at n / level)^2, an extrapolation, which also
+makes the ratio the same at both levels. The orthogonal design's error falls at least as fast
+(blocks are independent given their shifts, and the Sobol' shifts of more blocks stratify
+better), so for it the extrapolation overstates the masks needed: its ratio is conservative. Two yardsticks:
 ``centred`` (each map minus its mean over pixels: the structure that ranks, top-k and pointing
 read; the main figures, ``masks_ratio_at_0.10`` / ``_0.05``) and ``raw`` (the maps as they are,
 ``..._raw``): a RISE map is a large constant (the mean class probability) plus a small
@@ -40,11 +46,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.explainers.rise import MaskedScores, RiseParams, class_probability, mask_stream, rise_maps
+from audit.explainers.rise import MaskedScores, RiseParams, class_probability, rise_maps, rise_mask_stream
 from audit.explainers.rise_cv import ControlVariate
 from audit.fills import fill
 from audit.models.inference import CPU_CHUNK, inference_model
-from audit.rise_masks import generate_masks
 from audit.spec import InputSpec
 
 IMAGENET_224 = InputSpec(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -132,39 +137,45 @@ def measure(name: str, model, spec: InputSpec, n_masks: int, batch_size: int, ro
 
 def convergence_curves(model, x, target, spec, checkpoints: list[int], params: RiseParams,
                        seed: int) -> dict[str, dict[int, torch.Tensor]]:
-    """Plain and control-variate RISE maps after each checkpoint's number of masks, in one pass.
+    """RISE maps after each checkpoint's number of masks, in one pass over ``params``' masks.
 
     The same loop as :func:`rise_maps` (its building blocks, its masks for ``seed``), with the
-    maps read off at every checkpoint; at the last one it must agree with ``rise_maps``.
+    maps read off at every checkpoint; at the last one it must agree with ``rise_maps``. With
+    i.i.d. masks: ``plain`` and ``control_variate``; with the orthogonal design: ``orthogonal``.
     """
     height, width = x.shape[-2:]
     batch = x.shape[0]
+    design = params.mask_design
     acc = MaskedScores(batch, 1, height, width, x.device)
-    cv = ControlVariate(batch, height, width, params.grid, params.p, params.cv_grid, params.cv_ridge,
-                        x.device)
+    cv = None
+    if design == "iid":
+        cv = ControlVariate(batch, height, width, params.grid, params.p, params.cv_grid, params.cv_ridge,
+                            x.device)
     total = torch.zeros(height * width, dtype=torch.float64)
-    out: dict[str, dict[int, torch.Tensor]] = {"plain": {}, "control_variate": {}}
-
-    def make(m, gen):
-        return generate_masks(m, (height, width), params.grid, params.p, gen)
-
+    out: dict[str, dict[int, torch.Tensor]] = ({"plain": {}, "control_variate": {}} if cv is not None
+                                               else {"orthogonal": {}})
     done = 0
     base = fill(params.fill, x, spec)
-    stream = mask_stream(max(checkpoints), make, seed, params.batch_size, "rise-masks",
-                         params.grid, params.p, reuse=True)
+    stream = rise_mask_stream(params.model_copy(update={"n_masks": max(checkpoints)}), (height, width),
+                              seed, params.batch_size)
     score = class_probability(model)
     with torch.inference_mode():
         for masks in stream:
             total += masks.flatten(1).sum(0)
-            cv.add_masks(masks)
+            if cv is not None:
+                cv.add_masks(masks)
             for b in range(batch):
                 scores = score(torch.addcmul(base[b:b + 1], masks, x[b:b + 1] - base[b:b + 1]),
                                int(target[b]))
                 acc.add(b, scores, masks)
-                cv.add_scores(b, scores)
+                if cv is not None:
+                    cv.add_scores(b, scores)
             done += masks.shape[0]
             if done in checkpoints:
                 plain = acc.references()[:, None] + acc.sums[:, 0] / total[None]
+                if cv is None:
+                    out["orthogonal"][done] = plain.view(batch, height, width).clone()
+                    continue
                 out["plain"][done] = plain.view(batch, height, width).clone()
                 corrected = plain + cv.correction(total)
                 out["control_variate"][done] = corrected.view(batch, height, width)
@@ -173,13 +184,20 @@ def convergence_curves(model, x, target, spec, checkpoints: list[int], params: R
 
 def replicate_maps(model, x, target, spec, params: RiseParams, n_masks: int, replicates: int
                    ) -> dict[str, torch.Tensor]:
-    """(R, B, H*W) maps per estimator: R independent runs of ``n_masks`` masks (seeds 1..R)."""
-    runs = [convergence_curves(model, x, target, spec, [n_masks], params, seed=r + 1)
-            for r in range(replicates)]
-    check = rise_maps(model, x[:2], target[:2], spec, params.model_copy(update={"n_masks": n_masks}), seed=1)
-    assert torch.allclose(check, runs[0]["control_variate"][n_masks][:2], rtol=1e-4, atol=1e-6), \
-        "the benchmark's loop drifted from rise_maps"
-    return {name: torch.stack([run[name][n_masks].flatten(1) for run in runs]) for name in runs[0]}
+    """(R, B, H*W) maps per estimator: R independent runs of ``n_masks`` masks (seeds 1..R), for
+    the i.i.d. estimators (plain, control variate) and the orthogonal design."""
+    maps: dict[str, torch.Tensor] = {}
+    for design, estimator in (("iid", "control_variate"), ("orthogonal", "plain")):
+        chosen = params.model_copy(update={"design": design, "estimator": estimator})
+        runs = [convergence_curves(model, x, target, spec, [n_masks], chosen, seed=r + 1)
+                for r in range(replicates)]
+        check = rise_maps(model, x[:2], target[:2], spec, chosen.model_copy(update={"n_masks": n_masks}),
+                          seed=1)
+        last = "control_variate" if design == "iid" else "orthogonal"
+        assert torch.allclose(check, runs[0][last][n_masks][:2], rtol=1e-4, atol=1e-6), \
+            "the benchmark's loop drifted from rise_maps"
+        maps.update({name: torch.stack([run[name][n_masks].flatten(1) for run in runs]) for name in runs[0]})
+    return maps
 
 
 def error_constants(maps: torch.Tensor, signal: torch.Tensor | None, centred: bool
@@ -218,8 +236,9 @@ def convergence_row(name: str, model, spec: InputSpec, x, target, params: RisePa
         maps = replicate_maps(model, x, target, spec, params, n_masks, replicates)
         for yardstick, centred in (("centred", True), ("raw", False)):
             k_plain, signal = error_constants(maps["plain"], None, centred)
-            k = {"plain": k_plain, "control_variate": error_constants(maps["control_variate"], signal,
-                                                                        centred)[0]}
+            k = {"plain": k_plain}
+            for estimator in ("orthogonal", "control_variate"):
+                k[estimator] = error_constants(maps[estimator], signal, centred)[0]
             at: dict = {}
             for estimator, per_image in k.items():
                 unresolved = torch.nonzero(per_image.isnan()).flatten().tolist()
@@ -231,15 +250,19 @@ def convergence_row(name: str, model, spec: InputSpec, x, target, params: RisePa
                 at[estimator] = {"error_at_n": round(mean_k, 4),
                                  "masks_at_0.10": round(n_masks * (mean_k / 0.10) ** 2, 1),
                                  "masks_at_0.05": round(n_masks * (mean_k / 0.05) ** 2, 1)}
-            for level in ("0.10", "0.05"):
-                at[f"masks_ratio_at_{level}"] = round(at["plain"][f"masks_at_{level}"]
-                                                      / at["control_variate"][f"masks_at_{level}"], 3)
+            for level in ("0.10", "0.05"):  # ours: the orthogonal design, RISE's default
+                for estimator, prefix in (("orthogonal", "masks_ratio"), ("control_variate", "cv_masks_ratio")):
+                    at[f"{prefix}_at_{level}"] = round(at["plain"][f"masks_at_{level}"]
+                                                       / at[estimator][f"masks_at_{level}"], 3)
             row[f"{yardstick}@{n_masks}"] = at
             print(f"{name:>14} {yardstick:>8} error at N={n_masks}: plain {at['plain']['error_at_n']:.4f} "
-                  f"control variate {at['control_variate']['error_at_n']:.4f}; masks for 0.10: "
-                  f"{at['plain']['masks_at_0.10']:.0f} vs {at['control_variate']['masks_at_0.10']:.0f} "
-                  f"(ratio {at['masks_ratio_at_0.10']}), for 0.05: {at['plain']['masks_at_0.05']:.0f} vs "
-                  f"{at['control_variate']['masks_at_0.05']:.0f}", flush=True)
+                  f"orthogonal {at['orthogonal']['error_at_n']:.4f} control variate "
+                  f"{at['control_variate']['error_at_n']:.4f}; masks for 0.10: plain "
+                  f"{at['plain']['masks_at_0.10']:.0f}, orthogonal {at['orthogonal']['masks_at_0.10']:.0f} "
+                  f"(ratio {at['masks_ratio_at_0.10']}), control variate "
+                  f"{at['control_variate']['masks_at_0.10']:.0f} (ratio {at['cv_masks_ratio_at_0.10']}); "
+                  f"for 0.05: {at['plain']['masks_at_0.05']:.0f} / {at['orthogonal']['masks_at_0.05']:.0f} "
+                  f"/ {at['control_variate']['masks_at_0.05']:.0f}", flush=True)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -258,9 +281,9 @@ def convergence(quick: bool) -> dict:
     rows = []
     with torch.inference_mode():
         target = reference(x).argmax(1)
-    params = RiseParams(batch_size=125, estimator="control_variate")
+    params = RiseParams(batch_size=128)
     rows.append(convergence_row("shapes-resnet", reference, INPUT_SPEC, x, target, params,
-                                [250] if quick else [500, 2000], 4))
+                                [256] if quick else [512, 2048], 4))
     # random weights (no download): a real ImageNet model's maps would have more structure
     net = resnet18(weights=None).eval()
     x224 = IMAGENET_224.normalize(torch.rand(n_images, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
@@ -271,10 +294,11 @@ def convergence(quick: bool) -> dict:
     result: dict = {"rows": rows}
     for level in ("0.10", "0.05"):
         for yardstick in ("centred", "raw"):
-            ratios = [row[f"{yardstick}@{max(row['masks_per_replicate'])}"][f"masks_ratio_at_{level}"]
-                      for row in rows]
-            key = f"masks_ratio_at_{level}" + ("" if yardstick == "centred" else "_raw")
-            result[key] = min(ratios)
+            for prefix in ("masks_ratio", "cv_masks_ratio"):
+                ratios = [row[f"{yardstick}@{max(row['masks_per_replicate'])}"][f"{prefix}_at_{level}"]
+                          for row in rows]
+                key = f"{prefix}_at_{level}" + ("" if yardstick == "centred" else "_raw")
+                result[key] = min(ratios)
     return result
 
 
@@ -304,7 +328,7 @@ def main() -> None:
     if args.convergence:
         result["convergence"] = convergence(args.quick)
         for key, value in result["convergence"].items():
-            if key.startswith("masks_ratio"):
+            if "masks_ratio" in key:
                 result[key] = value
     print(json.dumps(result))
 

@@ -54,7 +54,7 @@ def mc_rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec, 
     acc = MaskedScores(batch, k + 1, height, width, device)
     totals = torch.zeros(k + 1, height * width, dtype=torch.float64, device=device)
 
-    def make(m: int, gen: torch.Generator) -> torch.Tensor:
+    def make(m: int, gen: torch.Generator, _block: int) -> torch.Tensor:
         return generate_palette_masks(m, (height, width), params.grid, params.p, k, gen,
                                       device=device, dtype=x.dtype)
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext
 from audit.explainers.mc_rise import McRiseParams, mc_rise_maps
-from audit.explainers.rise import RiseParams, mask_stream, rise_maps
+from audit.explainers.rise import RiseParams, mask_stream, rise_maps, rise_mask_stream
 from audit.maps import is_degenerate
 from audit.rise_masks import generate_masks, generate_palette_masks
 from audit.testing import TINY_SPEC, tiny_inputs, tiny_model
@@ -68,7 +68,7 @@ def test_palette_masks_partition_unity_with_expected_shares():
 
 
 def test_mask_stream_does_not_depend_on_batch_size():
-    def make(m, gen):
+    def make(m, gen, _block):
         return generate_masks(m, SIZE, 4, 0.5, gen)
 
     chunks = {b: list(mask_stream(237, make, 5, b, "t")) for b in (7, 50, 300)}
@@ -92,17 +92,19 @@ def _naive_rise(model, x, target, masks, fill):
         return num, weights.sum(0)
 
 
+@pytest.mark.parametrize("design", ["iid", "orthogonal"])
 @pytest.mark.parametrize("normalize", ["mask_sum", "expectation"])
-def test_rise_matches_naive_computation(normalize):
+def test_rise_matches_naive_computation(normalize, design):
     model, x = tiny_model(), tiny_inputs(2)
     target = torch.tensor([1, 3])
-    params = RiseParams(n_masks=120, grid=4, p=0.5, batch_size=32, normalize=normalize)
+    params = RiseParams(n_masks=120, grid=4, p=0.5, batch_size=32, normalize=normalize, design=design)
     maps = rise_maps(model, x, target, TINY_SPEC, params, seed=9)
+    masks = torch.cat(list(rise_mask_stream(params, (SIZE, SIZE), 9, 1000, reuse=False)))
+    if design == "iid":  # the paper's masks: generate_masks' draws, block by block
+        def make(m, gen, _block):
+            return generate_masks(m, SIZE, 4, 0.5, gen)
 
-    def make(m, gen):
-        return generate_masks(m, SIZE, 4, 0.5, gen)
-
-    masks = torch.cat(list(mask_stream(120, make, 9, 1000, "rise-masks", 4, 0.5)))
+        torch.testing.assert_close(masks, torch.cat(list(mask_stream(120, make, 9, 1000, "rise-masks", 4, 0.5))))
     num, total = _naive_rise(model, x, target, masks, torch.zeros_like(x))
     expected = num / total if normalize == "mask_sum" else num / (120 * 0.5)
     torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-7)
@@ -132,13 +134,9 @@ def test_constant_model_gives_degenerate_map_never_nan():
 def test_expectation_normalisation_of_constant_model_is_mask_density():
     """METHODS §1: the paper's normalisation leaves the shared field sum_i M_i in the map."""
     x, target = tiny_inputs(1), torch.tensor([0])
-    params = RiseParams(n_masks=60, grid=4, p=0.5, normalize="expectation", batch_size=60)
+    params = RiseParams(n_masks=60, grid=4, p=0.5, normalize="expectation", batch_size=60, design="iid")
     maps = rise_maps(Constant(), x, target, TINY_SPEC, params, seed=2)
-
-    def make(m, gen):
-        return generate_masks(m, SIZE, 4, 0.5, gen)
-
-    masks = torch.cat(list(mask_stream(60, make, 2, 60, "rise-masks", 4, 0.5)))
+    masks = torch.cat(list(rise_mask_stream(params, (SIZE, SIZE), 2, 60, reuse=False)))
     density = masks[:, 0].double().sum(0) / (60 * 0.5)
     torch.testing.assert_close(maps[0], 0.25 * density)
     assert not is_degenerate(maps).any()
@@ -184,7 +182,7 @@ def test_mc_rise_per_colour_contrast_matches_definition():
     params = McRiseParams(n_masks=80, grid=4, p=0.5, palette=((0.0, 0.0, 0.0),), batch_size=80)
     maps = mc_rise_maps(model, x, target, TINY_SPEC, params, seed=6)
 
-    def make(m, gen):
+    def make(m, gen, _block):
         return generate_palette_masks(m, SIZE, 4, 0.5, 1, gen)
 
     masks = torch.cat(list(mask_stream(80, make, 6, 80, "mc-rise-masks", 4, 0.5, 1)))

@@ -50,7 +50,7 @@ def test_control_variate_is_exact_for_a_model_linear_in_the_features():
     conditional, _ = mask_moments(16, 16, 4, 0.5, 4)
     w = model.w.double()
     expected = (0.2 + 0.6 * (w @ conditional)).view(16, 16)  # E[q M(u)] / E[M(u)], exactly
-    base = dict(n_masks=100, grid=4, p=0.5, batch_size=50, cv_grid=4, cv_ridge=0.0)
+    base = dict(n_masks=100, grid=4, p=0.5, batch_size=50, cv_grid=4, cv_ridge=0.0, design="iid")
     cv = rise_maps(model, x, target, SPEC, RiseParams(**base, estimator="control_variate"), seed=1)[0]
     plain = rise_maps(model, x, target, SPEC, RiseParams(**base), seed=1)[0]
     torch.testing.assert_close(cv, expected, rtol=0, atol=1e-6)
@@ -64,7 +64,7 @@ def test_control_variate_converges_to_the_plain_limit():
                           nn.Flatten(), nn.Linear(16, 3)).eval()
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     target = torch.tensor([1])
-    base = dict(grid=4, p=0.5, batch_size=200, cv_grid=4)
+    base = dict(grid=4, p=0.5, batch_size=200, cv_grid=4, design="iid")
     long = rise_maps(model, x, target, SPEC, RiseParams(n_masks=12000, **base), seed=5)
     errors = {}
     for estimator in ("plain", "control_variate"):
