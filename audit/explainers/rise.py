@@ -1,13 +1,14 @@
 """RISE (Petsiuk et al., BMVC 2018): saliency from randomly masked copies of the image.
 
 Own implementation (METHODS §1). Masks come from :func:`rise_mask_stream` (i.i.d. or in
-orthogonal blocks, :mod:`audit.rise_masks`) in chunks of at least ``MASK_CHUNK`` on the model's device; the masked images go through the
-model's inference copy (BatchNorm folded, channels-last) in forward calls of ``batch_size``
-images (default: the device's, see :mod:`audit.models.inference`); each chunk is used for every image of the
-batch and then dropped, so at most one chunk of masks is held at a time. The masks are drawn from
-a generator seeded with ``ctx.seed`` alone: the original and the attacked model of a cell, and
-every image, see the same masks (common random numbers), so differences between two maps come
-from the models, not from sampling.
+orthogonal blocks, :mod:`audit.rise_masks`) in chunks of at least ``MASK_CHUNK`` on the model's
+device; the masked images go through the model's inference copy (BatchNorm folded,
+channels-last) in forward calls of ``batch_size`` images (default: the device's, see
+:mod:`audit.models.inference`); each chunk is used for every image of the batch and then
+dropped, so at most one chunk of masks is held at a time. The masks are drawn from generators
+seeded with ``ctx.seed`` alone: the original and the attacked model of a cell, and every image,
+see the same masks (common random numbers), so differences between two maps come from the
+models, not from sampling.
 """
 
 from __future__ import annotations
