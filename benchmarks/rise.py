@@ -14,10 +14,13 @@ same ratios are also given in process CPU time (``*_cpu``), which such load does
 With ``--convergence`` (issue K): how many masks RISE needs for a mean relative L2 error
 ||m_N - m|| / ||m|| of 0.10 and 0.05 against the limit map m, on 16 reference test images and on
 torchvision resnet18 at 224 px (random weights: nothing is downloaded; 16 seeded noise images),
-with i.i.d. masks (``plain``, the paper's; ``design: iid``), with the orthogonal design (``ours``,
-RISE's default since issue K: ``design: orthogonal``, :class:`audit.rise_masks.OrthogonalMasks`)
-and with i.i.d. masks and the control variate (``estimator: control_variate``);
-``masks_ratio_at_*`` is plain / orthogonal, ``cv_masks_ratio_at_*`` plain / control variate. The
+with i.i.d. masks (``plain``, the paper's; ``design: iid``), with the orthogonal design
+(``orthogonal``, RISE's default since issue K: ``design: orthogonal``,
+:class:`audit.rise_masks.OrthogonalMasks`), with that design and the logistic control variate
+(``orthogonal_logistic``, ``estimator: logistic_control_variate``: ours, the fewest masks) and
+with i.i.d. masks and the linear control variate (``control_variate``). ``masks_ratio_at_*`` is
+plain / ours, ``orthogonal_masks_ratio_at_*`` plain / orthogonal, ``cv_masks_ratio_at_*`` plain /
+control variate. The
 error is estimated without a reference map: 4 independent replicates per estimator give an
 unbiased estimate of its variance at the replicate size n, and of ||m||^2 up to the estimators'
 O(1/n) bias; the i.i.d. error falls as 1/sqrt(N) (checked on the reference model, replicates of
@@ -46,8 +49,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.explainers.rise import MaskedScores, RiseParams, class_probability, rise_maps, rise_mask_stream
+from audit.explainers.rise import (
+    MaskedScores,
+    RiseParams,
+    class_probability,
+    logistic_correction,
+    rise_maps,
+    rise_mask_stream,
+)
 from audit.explainers.rise_cv import ControlVariate
+from audit.explainers.rise_logistic import LogisticControlVariate
 from audit.fills import fill
 from audit.models.inference import CPU_CHUNK, inference_model
 from audit.spec import InputSpec
@@ -147,13 +158,14 @@ def convergence_curves(model, x, target, spec, checkpoints: list[int], params: R
     batch = x.shape[0]
     design = params.mask_design
     acc = MaskedScores(batch, 1, height, width, x.device)
-    cv = None
     if design == "iid":
         cv = ControlVariate(batch, height, width, params.grid, params.p, params.cv_grid, params.cv_ridge,
                             x.device)
+        out: dict[str, dict[int, torch.Tensor]] = {"plain": {}, "control_variate": {}}
+    else:
+        cv = LogisticControlVariate(batch, params.cv_grid, params.cv_ridge)
+        out = {"orthogonal": {}, "orthogonal_logistic": {}}
     total = torch.zeros(height * width, dtype=torch.float64)
-    out: dict[str, dict[int, torch.Tensor]] = ({"plain": {}, "control_variate": {}} if cv is not None
-                                               else {"orthogonal": {}})
     done = 0
     base = fill(params.fill, x, spec)
     stream = rise_mask_stream(params.model_copy(update={"n_masks": max(checkpoints)}), (height, width),
@@ -162,23 +174,25 @@ def convergence_curves(model, x, target, spec, checkpoints: list[int], params: R
     with torch.inference_mode():
         for masks in stream:
             total += masks.flatten(1).sum(0)
-            if cv is not None:
-                cv.add_masks(masks)
+            cv.add_masks(masks)
             for b in range(batch):
                 scores = score(torch.addcmul(base[b:b + 1], masks, x[b:b + 1] - base[b:b + 1]),
                                int(target[b]))
                 acc.add(b, scores, masks)
-                if cv is not None:
-                    cv.add_scores(b, scores)
+                cv.add_scores(b, scores)
             done += masks.shape[0]
             if done in checkpoints:
                 plain = acc.references()[:, None] + acc.sums[:, 0] / total[None]
-                if cv is None:
-                    out["orthogonal"][done] = plain.view(batch, height, width).clone()
+                if design == "iid":
+                    out["plain"][done] = plain.view(batch, height, width).clone()
+                    out["control_variate"][done] = (plain + cv.correction(total)).view(batch, height, width)
                     continue
-                out["plain"][done] = plain.view(batch, height, width).clone()
-                corrected = plain + cv.correction(total)
-                out["control_variate"][done] = corrected.view(batch, height, width)
+                out["orthogonal"][done] = plain.view(batch, height, width).clone()
+                cv.fit()  # on the scores so far
+                corrected = plain + logistic_correction(cv, params.model_copy(update={"n_masks": done}),
+                                                        (height, width), seed, params.batch_size, "cpu",
+                                                        total.clone())
+                out["orthogonal_logistic"][done] = corrected.view(batch, height, width)
     return out
 
 
@@ -187,13 +201,13 @@ def replicate_maps(model, x, target, spec, params: RiseParams, n_masks: int, rep
     """(R, B, H*W) maps per estimator: R independent runs of ``n_masks`` masks (seeds 1..R), for
     the i.i.d. estimators (plain, control variate) and the orthogonal design."""
     maps: dict[str, torch.Tensor] = {}
-    for design, estimator in (("iid", "control_variate"), ("orthogonal", "plain")):
+    for design, estimator in (("iid", "control_variate"), ("orthogonal", "logistic_control_variate")):
         chosen = params.model_copy(update={"design": design, "estimator": estimator})
         runs = [convergence_curves(model, x, target, spec, [n_masks], chosen, seed=r + 1)
                 for r in range(replicates)]
         check = rise_maps(model, x[:2], target[:2], spec, chosen.model_copy(update={"n_masks": n_masks}),
                           seed=1)
-        last = "control_variate" if design == "iid" else "orthogonal"
+        last = "control_variate" if design == "iid" else "orthogonal_logistic"
         assert torch.allclose(check, runs[0][last][n_masks][:2], rtol=1e-4, atol=1e-6), \
             "the benchmark's loop drifted from rise_maps"
         maps.update({name: torch.stack([run[name][n_masks].flatten(1) for run in runs]) for name in runs[0]})
@@ -237,7 +251,7 @@ def convergence_row(name: str, model, spec: InputSpec, x, target, params: RisePa
         for yardstick, centred in (("centred", True), ("raw", False)):
             k_plain, signal = error_constants(maps["plain"], None, centred)
             k = {"plain": k_plain}
-            for estimator in ("orthogonal", "control_variate"):
+            for estimator in ("orthogonal_logistic", "orthogonal", "control_variate"):
                 k[estimator] = error_constants(maps[estimator], signal, centred)[0]
             at: dict = {}
             for estimator, per_image in k.items():
@@ -251,18 +265,19 @@ def convergence_row(name: str, model, spec: InputSpec, x, target, params: RisePa
                                  "masks_at_0.10": round(n_masks * (mean_k / 0.10) ** 2, 1),
                                  "masks_at_0.05": round(n_masks * (mean_k / 0.05) ** 2, 1)}
             for level in ("0.10", "0.05"):  # ours: the orthogonal design, RISE's default
-                for estimator, prefix in (("orthogonal", "masks_ratio"), ("control_variate", "cv_masks_ratio")):
+                for estimator, prefix in (("orthogonal_logistic", "masks_ratio"),
+                                          ("orthogonal", "orthogonal_masks_ratio"),
+                                          ("control_variate", "cv_masks_ratio")):
                     at[f"{prefix}_at_{level}"] = round(at["plain"][f"masks_at_{level}"]
                                                        / at[estimator][f"masks_at_{level}"], 3)
             row[f"{yardstick}@{n_masks}"] = at
-            print(f"{name:>14} {yardstick:>8} error at N={n_masks}: plain {at['plain']['error_at_n']:.4f} "
-                  f"orthogonal {at['orthogonal']['error_at_n']:.4f} control variate "
-                  f"{at['control_variate']['error_at_n']:.4f}; masks for 0.10: plain "
-                  f"{at['plain']['masks_at_0.10']:.0f}, orthogonal {at['orthogonal']['masks_at_0.10']:.0f} "
-                  f"(ratio {at['masks_ratio_at_0.10']}), control variate "
-                  f"{at['control_variate']['masks_at_0.10']:.0f} (ratio {at['cv_masks_ratio_at_0.10']}); "
-                  f"for 0.05: {at['plain']['masks_at_0.05']:.0f} / {at['orthogonal']['masks_at_0.05']:.0f} "
-                  f"/ {at['control_variate']['masks_at_0.05']:.0f}", flush=True)
+            print(f"{name:>14} {yardstick:>8} N={n_masks}: error at N / masks for 0.10 / masks for 0.05 / "
+                  f"ratio to plain: " + "; ".join(
+                      f"{e} {at[e]['error_at_n']:.4f} / {at[e]['masks_at_0.10']:.0f} / "
+                      f"{at[e]['masks_at_0.05']:.0f}" + ("" if e == "plain" else f" / {at[f'{p}_at_0.10']}")
+                      for e, p in (("plain", ""), ("orthogonal_logistic", "masks_ratio"),
+                                   ("orthogonal", "orthogonal_masks_ratio"), ("control_variate", "cv_masks_ratio"))),
+                  flush=True)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -294,7 +309,7 @@ def convergence(quick: bool) -> dict:
     result: dict = {"rows": rows}
     for level in ("0.10", "0.05"):
         for yardstick in ("centred", "raw"):
-            for prefix in ("masks_ratio", "cv_masks_ratio"):
+            for prefix in ("masks_ratio", "orthogonal_masks_ratio", "cv_masks_ratio"):
                 ratios = [row[f"{yardstick}@{max(row['masks_per_replicate'])}"][f"{prefix}_at_{level}"]
                           for row in rows]
                 key = f"{prefix}_at_{level}" + ("" if yardstick == "centred" else "_raw")

@@ -22,6 +22,7 @@ from torch import nn
 
 from audit.explainers.base import EXPLAINERS, ExplainContext, Explainer, eval_mode
 from audit.explainers.rise_cv import ControlVariate
+from audit.explainers.rise_logistic import LogisticControlVariate
 from audit.fills import RANDOM_FILLS, FillName, fill
 from audit.models.inference import forward_chunk, inference_model, model_device
 from audit.registry import Params
@@ -41,10 +42,15 @@ class RiseParams(Params):
                                    "on a CPU, 512 on a GPU")
     # control_variate: plain RISE plus a linear control variate on coarse mask features, which
     # converges with fewer masks to the same limit (audit.explainers.rise_cv); needs mask_sum
-    estimator: Literal["plain", "control_variate"] = Field(
-        "plain", description="plain RISE, or with a control variate (fewer masks, same limit)")
-    cv_grid: int = Field(8, ge=1, description="control variate: feature grid (cv_grid^2 features)")
-    cv_ridge: float = Field(1e-3, ge=0.0, description="control variate: ridge strength (relative)")
+    # logistic_control_variate: a logistic surrogate of the score on the same features, its own
+    # map estimated from cv_samples x N extra masks without model calls (audit.explainers.rise_logistic)
+    estimator: Literal["plain", "control_variate", "logistic_control_variate"] = Field(
+        "plain", description="plain RISE, or with a linear or a logistic control variate (fewer "
+        "masks, same limit)")
+    cv_grid: int = Field(8, ge=1, description="control variates: feature grid (cv_grid^2 features)")
+    cv_ridge: float = Field(1e-3, ge=0.0, description="control variates: ridge strength (relative)")
+    cv_samples: int = Field(16, ge=1, description="logistic control variate: extra masks per mask, "
+                            "seen by the surrogate only (no model call)")
     # orthogonal: every mask is still a RISE mask, but blocks of masks are balanced (an orthogonal
     # array of the cells, stratified shifts), so the map converges with fewer masks to the same
     # limit (audit.rise_masks.OrthogonalMasks); it needs p = 1/2, hence 'auto'
@@ -55,8 +61,8 @@ class RiseParams(Params):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RiseParams:
-        if self.estimator == "control_variate" and self.normalize != "mask_sum":
-            raise ValueError("estimator: control_variate works with normalize: mask_sum only")
+        if self.estimator != "plain" and self.normalize != "mask_sum":
+            raise ValueError(f"estimator: {self.estimator} works with normalize: mask_sum only")
         if self.design == "orthogonal" and self.p != 0.5:
             raise ValueError(f"design: orthogonal needs p: 0.5 (its cells are balanced fair coins), "
                              f"got p: {self.p}; use design: iid for another p")
@@ -172,6 +178,17 @@ def rise_mask_stream(params: RiseParams, size: tuple[int, int], seed: int, batch
                        params.p, reuse=reuse)
 
 
+def logistic_correction(cv: LogisticControlVariate, params: RiseParams, size: tuple[int, int], seed: int,
+                        batch_size: int, device: torch.device | str, mask_total: torch.Tensor) -> torch.Tensor:
+    """(B, H*W) the logistic control variate's correction of a run of ``params`` with ``seed``:
+    the run's masks streamed again, and ``cv_samples`` x N extra masks from their own seed."""
+    extra = params.model_copy(update={"n_masks": params.cv_samples * params.n_masks})
+    return cv.correction(rise_mask_stream(params, size, seed, batch_size, device),
+                         rise_mask_stream(extra, size, derive_seed(seed, "rise-surrogate-masks"),
+                                          batch_size, device),
+                         mask_total)
+
+
 def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: InputSpec,
               params: RiseParams, seed: int, fill_generators: list[torch.Generator] | None = None
               ) -> torch.Tensor:
@@ -194,6 +211,8 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
     if params.estimator == "control_variate":
         cv = ControlVariate(batch, height, width, params.grid, params.p, params.cv_grid, params.cv_ridge,
                             device)
+    elif params.estimator == "logistic_control_variate":
+        cv = LogisticControlVariate(batch, params.cv_grid, params.cv_ridge)
 
     stream = rise_mask_stream(params, (height, width), seed, mask_chunk, device)
     buffer: torch.Tensor | None = None
@@ -227,8 +246,10 @@ def rise_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, spec: Inp
         # (possible only for tiny N) has no evidence: it gets r, the uninformative value.
         total = mask_total[None, :]
         out = reference + torch.where(total > 0, sums / total.clamp_min(1e-300), torch.zeros_like(sums))
-        if cv is not None:
+        if isinstance(cv, ControlVariate):
             out = out + cv.correction(mask_total)
+        elif cv is not None:
+            out = out + logistic_correction(cv, params, (height, width), seed, mask_chunk, device, mask_total)
     else:  # the paper's 1/(N p) sum_i f_i M_i, with f_i = r + (f_i - r)
         out = (sums + reference * mask_total[None, :]) / (n_total * params.p)
     return out.view(batch, height, width)

@@ -52,7 +52,8 @@ def test_convergence_row_refuses_an_unresolved_map(monkeypatch):
     noisy = 0.01 + torch.randn(4, 3, 50, generator=gen, dtype=torch.float64)  # noise dwarfs the map
     assert bool((rise_benchmark.error_constants(noisy, None, False)[1] <= 0).any())
     monkeypatch.setattr(rise_benchmark, "replicate_maps",
-                        lambda *args: {"plain": noisy, "orthogonal": noisy, "control_variate": noisy})
+                        lambda *args: dict.fromkeys(("plain", "orthogonal", "orthogonal_logistic", "control_variate"),
+                                                    noisy))
     with pytest.raises(SystemExit, match="cannot resolve"):
         rise_benchmark.convergence_row("noise", None, SimpleNamespace(size=50), torch.zeros(3, 1), None,
                                        None, [10], 4)
