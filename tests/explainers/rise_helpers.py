@@ -9,21 +9,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit.rise_masks import _upsample_crop
+from audit.rise_masks import _interpolation_rows, _upsample_crop
 
 
 def recover_cells(masks: torch.Tensor, grid: int, shift: torch.Tensor) -> torch.Tensor:
-    """The 0/1 cells behind masks of one shift: the one grid whose upsampling gives the mask."""
+    """The 0/1 cells behind masks of one shift: the grid G with R_y G R_x^T = mask, solved by
+    least squares (R: the cropped 1-D interpolation matrices, full column rank), checked to be
+    0/1 and to rebuild the mask."""
     size = masks.shape[-1]
     cell = math.ceil(size / grid)
-    patterns = torch.tensor(list(itertools.product([0.0, 1.0], repeat=grid * grid))).view(-1, 1, grid, grid)
-    n = patterns.shape[0]
-    candidates = _upsample_crop(patterns, (size, size), ((grid + 1) * cell,) * 2, shift[0].repeat(n),
-                                shift[1].repeat(n))
-    distance = (masks.flatten(1)[:, None] - candidates.flatten(1)[None]).abs().amax(-1)
-    best = distance.argmin(1)
-    assert (distance.min(1).values < 1e-6).all()
-    return patterns[best, 0]
+    rows = _interpolation_rows(grid, (grid + 1) * cell, size, "cpu", torch.float64)
+    left, right = torch.linalg.pinv(rows[int(shift[0])]), torch.linalg.pinv(rows[int(shift[1])])
+    cells = left @ masks[:, 0].double() @ right.T
+    binary = cells.round()
+    assert ((cells - binary).abs() < 1e-5).all() and ((binary == 0) | (binary == 1)).all()
+    rebuilt = _upsample_crop(binary[:, None].float(), (size, size), ((grid + 1) * cell,) * 2,
+                             shift[0].repeat(len(masks)), shift[1].repeat(len(masks)))
+    assert (rebuilt - masks).abs().max() < 1e-6
+    return binary.float()
 
 
 def exact_limit(model: nn.Module, x: torch.Tensor, grid: int, target: int = 0) -> torch.Tensor:
