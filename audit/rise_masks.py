@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from audit.seeding import derive_seed, generator
+
 
 def generate_masks(n: int, size: int | tuple[int, int], grid: int, p: float, gen: torch.Generator,
                    *, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
@@ -103,15 +105,16 @@ def strength3_array(columns: int) -> torch.Tensor:
     runs = torch.arange(2 ** (k + 1))
     bits = (runs[:, None] >> torch.arange(k + 1)) & 1  # (runs, k + 1)
     j = torch.arange(columns)
-    generator = torch.cat([torch.ones(1, columns, dtype=torch.long),
-                           (j[None, :] >> torch.arange(k)[:, None]) & 1])  # (k + 1, columns)
-    return (bits @ generator) % 2
+    vectors = torch.cat([torch.ones(1, columns, dtype=torch.long),
+                         (j[None, :] >> torch.arange(k)[:, None]) & 1])  # (k + 1, columns)
+    return (bits @ vectors) % 2
 
 
 def sobol_shifts(blocks: int, cell: tuple[int, int], seed: int) -> torch.Tensor:
     """(blocks, 2) integer shifts (y, x) in [0, cell_h) x [0, cell_w): a scrambled Sobol' sequence.
 
-    Each point is uniform on the square (Owen-style scrambling, scipy's ``qmc.Sobol``), so each
+    Each point is uniform on the square (scipy's ``qmc.Sobol`` scrambling: a random linear matrix
+    scramble and a digital shift), so each
     shift is uniform like RISE's; together the first 2^j points stratify the square (a (0, j, 2)
     -net: with power-of-two cells every shift appears exactly once in the first cell_h * cell_w
     blocks). A longer run's shifts start with a shorter run's (the sequence is drawn once).
@@ -124,39 +127,71 @@ def sobol_shifts(blocks: int, cell: tuple[int, int], seed: int) -> torch.Tensor:
     return torch.from_numpy(np.minimum((points[:blocks] * scale).astype(np.int64), scale.astype(np.int64) - 1))
 
 
+def orthogonal_runs(grid: int) -> int:
+    """Masks per block of the orthogonal design for an s x s grid: 2^(k+1), 2^k >= s * s."""
+    return 2 ** (max(0, math.ceil(math.log2(grid * grid))) + 1)
+
+
+ORTHOGONAL_PART = 128  # masks made per call: a block of a large grid is made in parts
+
+
 class OrthogonalMasks:
     """RISE masks (p = 1/2) in blocks of ``runs``: a ``make(m, gen, index)`` for ``mask_stream``.
 
-    Block ``index`` takes :func:`strength3_array` for the grid's s * s cells, with its own random
-    row order, a random choice and order of its columns and a random flip of every column (from
-    ``gen``), and one shift, the block's point of :func:`sobol_shifts`. Each mask is exactly a
-    RISE mask with p = 1/2 (the flips make its cells independent fair coins; the shift is
-    uniform), so the estimator's limit is RISE's. Within a block every pattern of any three
-    cells appears equally often and the shift is fixed: the block's average of f(M) M(u) is
-    exact, not sampled, for any score f of degree <= 2 in the cells. What is left is the
-    score's higher-order part and the shift's variation, which the Sobol' shifts stratify
-    across blocks. A partial last block (N not a multiple of ``runs``) is a random subset of
-    rows: its masks keep the distribution, not the balance.
+    Block b takes :func:`strength3_array` for the grid's s * s cells, with its own random row
+    order, a random choice and order of its columns and a random flip of every column (from the
+    generator (seed, "rise-oa-masks", s, b)), and one shift, the block's point of
+    :func:`sobol_shifts`. Each mask is exactly a RISE mask with p = 1/2 (the flips make its cells
+    independent fair coins; the shift is uniform), so the estimator's limit is RISE's. Within a
+    block every pattern of any three cells appears equally often and the shift is fixed: the
+    block's average of f(M) M(u) is exact, not sampled, for any score f of degree <= 2 in the
+    cells. What is left is the score's higher-order part and the shift's variation, which the
+    Sobol' shifts stratify across blocks. A partial last block (N not a multiple of ``runs``) is
+    a random subset of rows: its masks keep the distribution, not the balance.
+
+    The array is never stored: a part of ``part`` (<= ``ORTHOGONAL_PART``) rows is computed
+    from the rows' and columns' bits when asked for, so memory stays that of ``part`` masks for
+    any grid. ``mask_stream`` must ask for parts in order with ``block_size = part``; its
+    generator argument is not used (blocks, not parts, carry the randomness).
     """
 
-    def __init__(self, n: int, size: tuple[int, int], grid: int, shift_seed: int, *,
+    def __init__(self, n: int, size: tuple[int, int], grid: int, seed: int, *,
                  device: torch.device | str = "cpu", dtype=torch.float32):
-        self.size, self.grid, self.device, self.dtype = size, grid, torch.device(device), dtype
+        self.size, self.grid, self.seed = size, grid, seed
+        self.device, self.dtype = torch.device(device), dtype
         self.cell = (math.ceil(size[0] / grid), math.ceil(size[1] / grid))
-        self.available = strength3_array(2 ** max(0, math.ceil(math.log2(grid * grid))))
-        self.runs = self.available.shape[0]
-        self.shifts = sobol_shifts(max(1, math.ceil(n / self.runs)), self.cell, shift_seed)
+        self.runs = orthogonal_runs(grid)
+        self.bits = self.runs.bit_length() - 1  # k + 1: row index bits
+        self.part = min(self.runs, ORTHOGONAL_PART)
+        self.shifts = sobol_shifts(max(1, math.ceil(n / self.runs)), self.cell,
+                                   derive_seed(seed, "rise-oa-shifts", grid))
+        self._block: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def __call__(self, m: int, gen: torch.Generator, index: int) -> torch.Tensor:
-        if m > self.runs:
-            raise ValueError(f"a block holds at most {self.runs} masks, asked for {m}")
-        cells = self.grid * self.grid
-        rows = torch.randperm(self.runs, generator=gen)[:m]
-        columns = torch.randperm(self.available.shape[1], generator=gen)[:cells]
-        flips = torch.randint(0, 2, (cells,), generator=gen)
-        grids = (self.available[rows][:, columns] ^ flips).view(m, 1, self.grid, self.grid)
-        shift_y = self.shifts[index, 0].repeat(m)
-        shift_x = self.shifts[index, 1].repeat(m)
+    def _randomisation(self, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row order, columns' generator vectors (k + 1, cells), flips) of ``block``."""
+        if self._block is None or self._block[0] != block:
+            gen = generator(self.seed, "rise-oa-masks", self.grid, block)
+            cells = self.grid * self.grid
+            rows = torch.randperm(self.runs, generator=gen)
+            columns = torch.randperm(self.runs // 2, generator=gen)[:cells]
+            flips = torch.randint(0, 2, (cells,), generator=gen)
+            # column j of the array is the parity x . (1, bits(j)) (see strength3_array)
+            vectors = torch.cat([torch.ones(1, cells, dtype=torch.long),
+                                 (columns[None, :] >> torch.arange(self.bits - 1)[:, None]) & 1])
+            self._block = (block, rows, vectors, flips)
+        return self._block[1:]
+
+    def __call__(self, m: int, gen: torch.Generator | None, index: int) -> torch.Tensor:
+        del gen  # the block's own generator is used (see the class docstring)
+        if m > self.part:
+            raise ValueError(f"a part holds at most {self.part} masks, asked for {m}")
+        block, start = divmod(index * self.part, self.runs)
+        rows, vectors, flips = self._randomisation(block)
+        chosen = rows[start:start + m]
+        row_bits = (chosen[:, None] >> torch.arange(self.bits)) & 1  # (m, k + 1)
+        grids = (((row_bits @ vectors) % 2) ^ flips).view(m, 1, self.grid, self.grid)
+        shift_y = self.shifts[block, 0].repeat(m)
+        shift_x = self.shifts[block, 1].repeat(m)
         up = ((self.grid + 1) * self.cell[0], (self.grid + 1) * self.cell[1])
         return _upsample_crop(grids.to(self.device, self.dtype), self.size, up, shift_y.to(self.device),
                               shift_x.to(self.device))

@@ -26,7 +26,7 @@ from audit.explainers.rise_logistic import LogisticControlVariate
 from audit.fills import RANDOM_FILLS, FillName, fill
 from audit.models.inference import forward_chunk, inference_model, model_device
 from audit.registry import Params
-from audit.rise_masks import OrthogonalMasks, generate_masks
+from audit.rise_masks import OrthogonalMasks, generate_masks, orthogonal_runs
 from audit.seeding import derive_seed, generator
 from audit.spec import InputSpec
 
@@ -48,7 +48,8 @@ class RiseParams(Params):
         "plain", description="plain RISE, or with a linear or a logistic control variate (fewer "
         "masks, same limit)")
     cv_grid: int = Field(8, ge=1, description="control variates: feature grid (cv_grid^2 features)")
-    cv_ridge: float = Field(1e-3, ge=0.0, description="control variates: ridge strength (relative)")
+    cv_ridge: float = Field(1e-3, ge=0.0, description="control variates: ridge strength (linear: relative "
+                            "to the features' mean variance; logistic: on standardised features)")
     cv_samples: int = Field(16, ge=1, description="logistic control variate: extra masks per mask, "
                             "seen by the surrogate only (no model call)")
     # orthogonal: every mask is still a RISE mask, but blocks of masks are balanced (an orthogonal
@@ -57,7 +58,7 @@ class RiseParams(Params):
     design: Literal["auto", "orthogonal", "iid"] = Field(
         "auto", description="how the N masks depend on each other: orthogonal (balanced blocks, "
         "fewer masks for the same accuracy; p = 0.5 only), iid (the paper's), or auto: "
-        "orthogonal when p = 0.5, else iid")
+        "orthogonal when p = 0.5 and normalize is mask_sum, else iid")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> RiseParams:
@@ -66,13 +67,23 @@ class RiseParams(Params):
         if self.design == "orthogonal" and self.p != 0.5:
             raise ValueError(f"design: orthogonal needs p: 0.5 (its cells are balanced fair coins), "
                              f"got p: {self.p}; use design: iid for another p")
+        runs = orthogonal_runs(self.grid)
+        if self.design == "orthogonal" and self.normalize == "expectation" and self.n_masks % runs:
+            # whole blocks make sum_i M_i flat, a partial one does not: the paper's normalisation
+            # would show the partial block's density field, and results would jump with N mod runs
+            lower, upper = self.n_masks // runs * runs, (self.n_masks // runs + 1) * runs
+            near = f"{lower} or {upper}" if lower else f"{upper}"
+            raise ValueError(f"design: orthogonal with normalize: expectation needs n_masks a multiple "
+                             f"of {runs} (whole blocks), got {self.n_masks}; use n_masks: {near}, "
+                             f"or design: iid")
         return self
 
     @property
     def mask_design(self) -> str:
-        """The design in use: ``orthogonal`` or ``iid`` (``auto`` resolved by p)."""
+        """The design in use: ``orthogonal`` or ``iid``; ``auto`` is orthogonal for p = 0.5 with
+        ``normalize: mask_sum`` and iid otherwise (the paper's normalisation keeps its masks)."""
         if self.design == "auto":
-            return "orthogonal" if self.p == 0.5 else "iid"
+            return "orthogonal" if self.p == 0.5 and self.normalize == "mask_sum" else "iid"
         return self.design
 
 
@@ -166,10 +177,9 @@ def rise_mask_stream(params: RiseParams, size: tuple[int, int], seed: int, batch
     """RISE's ``params.n_masks`` masks (n, 1, H, W) for ``seed`` in chunks of ``batch_size``, by
     ``params.mask_design``; the same masks whatever the chunk size or device."""
     if params.mask_design == "orthogonal":
-        make = OrthogonalMasks(params.n_masks, size, params.grid,
-                               derive_seed(seed, "rise-oa-shifts", params.grid), device=device)
+        make = OrthogonalMasks(params.n_masks, size, params.grid, seed, device=device)
         return mask_stream(params.n_masks, make, seed, batch_size, "rise-oa-masks", params.grid,
-                           reuse=reuse, block_size=make.runs)
+                           reuse=reuse, block_size=make.part)
 
     def make_iid(m: int, gen: torch.Generator, _block: int) -> torch.Tensor:
         return generate_masks(m, size, params.grid, params.p, gen, device=device)
@@ -271,7 +281,8 @@ class Rise(Explainer):
     cells, one scrambled-Sobol' shift per block). Each mask is still a RISE mask, so the map has
     the paper's limit; on the reference model it gets there with about a third of the masks
     i.i.d. masks need (``benchmarks/rise.py --convergence``). ``design: iid`` gives the paper's
-    independent masks; ``auto`` (the default) is ``orthogonal`` when p = 0.5, else ``iid``.
+    independent masks; ``auto`` (the default) is ``orthogonal`` when p = 0.5 with
+    ``normalize: mask_sum``, else ``iid``.
     """
 
     Params = RiseParams

@@ -97,16 +97,17 @@ def _naive_rise(model, x, target, masks, fill):
 def test_rise_matches_naive_computation(normalize, design):
     model, x = tiny_model(), tiny_inputs(2)
     target = torch.tensor([1, 3])
-    params = RiseParams(n_masks=120, grid=4, p=0.5, batch_size=32, normalize=normalize, design=design)
+    # 128: whole orthogonal blocks of 32 (the paper's normalisation needs them)
+    params = RiseParams(n_masks=128, grid=4, p=0.5, batch_size=32, normalize=normalize, design=design)
     maps = rise_maps(model, x, target, TINY_SPEC, params, seed=9)
     masks = torch.cat(list(rise_mask_stream(params, (SIZE, SIZE), 9, 1000, reuse=False)))
     if design == "iid":  # the paper's masks: generate_masks' draws, block by block
         def make(m, gen, _block):
             return generate_masks(m, SIZE, 4, 0.5, gen)
 
-        torch.testing.assert_close(masks, torch.cat(list(mask_stream(120, make, 9, 1000, "rise-masks", 4, 0.5))))
+        torch.testing.assert_close(masks, torch.cat(list(mask_stream(128, make, 9, 1000, "rise-masks", 4, 0.5))))
     num, total = _naive_rise(model, x, target, masks, torch.zeros_like(x))
-    expected = num / total if normalize == "mask_sum" else num / (120 * 0.5)
+    expected = num / total if normalize == "mask_sum" else num / (128 * 0.5)
     torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-7)
 
 

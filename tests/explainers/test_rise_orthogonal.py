@@ -61,14 +61,50 @@ def test_each_shift_is_uniform_over_seeds():
 
 def test_each_mask_has_independent_fair_cells():
     """Any one row of a randomised block is uniform over all 2^cells patterns (the flips)."""
-    make = OrthogonalMasks(8, (8, 8), 2, shift_seed=0)
-    gen = torch.Generator().manual_seed(1)
     counts = torch.zeros(16)
-    for _ in range(1600):
-        grids = recover_cells(make(make.runs, gen, 0)[:1], 2, make.shifts[0])
+    make = OrthogonalMasks(8 * 1600, (8, 8), 2, seed=0)
+    assert make.part == make.runs == 8
+    for block in range(1600):  # the first row of each of 1600 blocks
+        grids = recover_cells(make(1, None, block), 2, make.shifts[block])
         counts[int((grids[0].flatten() * torch.tensor([1, 2, 4, 8])).sum())] += 1
     chi2 = float(((counts - 100) ** 2 / 100).sum())
     assert chi2 < 45, chi2  # 15 degrees of freedom: P(chi2 > 45) < 1e-4
+
+
+def test_parts_of_a_large_block_are_the_array_rows():
+    """Grid 9 (81 cells): blocks of 256 made in parts of 128 are rows of strength3_array, the
+    block's columns and flips shared by its parts, and the whole block balanced."""
+    make = OrthogonalMasks(600, (18, 18), 9, seed=4)
+    assert (make.runs, make.part) == (256, 128)
+    block = torch.cat([make(128, None, 0), make(128, None, 1)])
+    cells = recover_cells(block, 9, make.shifts[0]).flatten(1).long()
+    full = strength3_array(128)  # all columns the block chooses from
+    rows, vectors, flips = make._randomisation(0)
+    columns = (vectors[1:] * (2 ** torch.arange(7))[:, None]).sum(0)
+    torch.testing.assert_close(cells, full[rows][:, columns] ^ flips)
+    assert (pattern_counts(cells, 3) == 32).all()  # every pattern of any 3 of the 81 cells
+    third = recover_cells(make(128, None, 2), 9, make.shifts[1])  # the next block: another shift
+    assert third.shape == (128, 9, 9)
+
+
+def test_large_grids_hold_one_part_of_masks():
+    """Grid 100 (16 384 cells, blocks of 32 768): no array of the block is ever built."""
+    params = RiseParams(n_masks=40, grid=100, batch_size=40)
+    masks = torch.cat(list(rise_mask_stream(params, (100, 100), 1, 40, reuse=False)))
+    assert masks.shape == (40, 1, 100, 100)
+    assert 0.4 < float(masks.mean()) < 0.6
+
+
+def test_expectation_normalisation_keeps_iid_unless_whole_blocks():
+    """Whole blocks make sum_i M_i flat, a partial block does not: auto keeps the paper's masks
+    with the paper's normalisation, and orthogonal asks for whole blocks."""
+    assert RiseParams(normalize="expectation").mask_design == "iid"
+    assert RiseParams(normalize="expectation", design="orthogonal", n_masks=256).mask_design == "orthogonal"
+    with pytest.raises(ValidationError, match="n_masks: 1920 or 2048"):
+        RiseParams(normalize="expectation", design="orthogonal", n_masks=2000)
+    density = torch.cat(list(rise_mask_stream(RiseParams(n_masks=256, design="orthogonal", grid=4),
+                                              (16, 16), 3, 256, reuse=False)))[:, 0].sum(0)
+    torch.testing.assert_close(density, torch.full_like(density, 128.0))
 
 
 @pytest.mark.parametrize("degree", [1, 2])
