@@ -102,12 +102,16 @@ def strength3_array(columns: int) -> torch.Tensor:
     if columns < 1:
         raise ValueError(f"an orthogonal array needs at least one column, got {columns}")
     k = max(0, math.ceil(math.log2(columns)))
-    runs = torch.arange(2 ** (k + 1))
-    bits = (runs[:, None] >> torch.arange(k + 1)) & 1  # (runs, k + 1)
-    j = torch.arange(columns)
-    vectors = torch.cat([torch.ones(1, columns, dtype=torch.long),
-                         (j[None, :] >> torch.arange(k)[:, None]) & 1])  # (k + 1, columns)
-    return (bits @ vectors) % 2
+    return _array_entries(torch.arange(2 ** (k + 1)), torch.arange(columns), k + 1)
+
+
+def _array_entries(rows: torch.Tensor, columns: torch.Tensor, bits: int) -> torch.Tensor:
+    """(len(rows), len(columns)) entries of :func:`strength3_array` with 2^bits runs: the parity
+    x . (1, bits(j)) of row x and column j, computed for just these rows and columns."""
+    row_bits = (rows[:, None] >> torch.arange(bits)) & 1  # (rows, k + 1)
+    vectors = torch.cat([torch.ones(1, len(columns), dtype=torch.long),
+                         (columns[None, :] >> torch.arange(bits - 1)[:, None]) & 1])  # (k + 1, columns)
+    return (row_bits @ vectors) % 2
 
 
 def sobol_shifts(blocks: int, cell: tuple[int, int], seed: int) -> torch.Tensor:
@@ -168,17 +172,14 @@ class OrthogonalMasks:
         self._block: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _randomisation(self, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row order, columns' generator vectors (k + 1, cells), flips) of ``block``."""
+        """(row order, the chosen columns of the array, flips) of ``block``."""
         if self._block is None or self._block[0] != block:
             gen = generator(self.seed, "rise-oa-masks", self.grid, block)
             cells = self.grid * self.grid
             rows = torch.randperm(self.runs, generator=gen)
             columns = torch.randperm(self.runs // 2, generator=gen)[:cells]
             flips = torch.randint(0, 2, (cells,), generator=gen)
-            # column j of the array is the parity x . (1, bits(j)) (see strength3_array)
-            vectors = torch.cat([torch.ones(1, cells, dtype=torch.long),
-                                 (columns[None, :] >> torch.arange(self.bits - 1)[:, None]) & 1])
-            self._block = (block, rows, vectors, flips)
+            self._block = (block, rows, columns, flips)
         return self._block[1:]
 
     def __call__(self, m: int, gen: torch.Generator | None, index: int) -> torch.Tensor:
@@ -186,10 +187,9 @@ class OrthogonalMasks:
         if m > self.part:
             raise ValueError(f"a part holds at most {self.part} masks, asked for {m}")
         block, start = divmod(index * self.part, self.runs)
-        rows, vectors, flips = self._randomisation(block)
-        chosen = rows[start:start + m]
-        row_bits = (chosen[:, None] >> torch.arange(self.bits)) & 1  # (m, k + 1)
-        grids = (((row_bits @ vectors) % 2) ^ flips).view(m, 1, self.grid, self.grid)
+        rows, columns, flips = self._randomisation(block)
+        entries = _array_entries(rows[start:start + m], columns, self.bits)
+        grids = (entries ^ flips).view(m, 1, self.grid, self.grid)
         shift_y = self.shifts[block, 0].repeat(m)
         shift_x = self.shifts[block, 1].repeat(m)
         up = ((self.grid + 1) * self.cell[0], (self.grid + 1) * self.cell[1])

@@ -31,12 +31,10 @@ import torch
 from audit.builtin import shapes
 from audit.builtin.shapes_resnet import INPUT_SPEC, load_reference
 from audit.explainers.rise import RiseParams, class_probability, rise_mask_stream
-from audit.rise_masks import _upsample_crop
+from audit.rise_masks import _upsample_crop, strength3_array
 
 GRID, SIZE, N, REPLICATES, IMAGES, BLOCK = 8, 64, 1024, 4, 16, 128
-RUNS = torch.tensor([[(i >> b) & 1 for b in range(7)] for i in range(BLOCK)])
-COLUMNS = torch.tensor([[1] + [(j >> b) & 1 for b in range(6)] for j in range(GRID * GRID)])
-ARRAY = (RUNS @ COLUMNS.T) % 2  # (128, 64), strength 3
+ARRAY = strength3_array(GRID * GRID)  # (128, 64), strength 3
 
 
 def design(kind: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

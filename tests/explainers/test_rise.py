@@ -10,20 +10,9 @@ from audit.explainers.rise import RiseParams, mask_stream, rise_maps, rise_mask_
 from audit.maps import is_degenerate
 from audit.rise_masks import generate_masks, generate_palette_masks
 from audit.testing import TINY_SPEC, tiny_inputs, tiny_model
+from tests.explainers.rise_helpers import Constant
 
 SIZE = TINY_SPEC.size
-
-
-class Constant(nn.Module):
-    """Zero logits whatever the input: a gate that has shut every masked image out."""
-
-    def __init__(self, classes: int = 4):
-        super().__init__()
-        self.classes = classes
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        return torch.zeros(x.shape[0], self.classes) + 0 * self.dummy
 
 
 class LooksAtRegion(nn.Module):

@@ -11,6 +11,7 @@ from audit.explainers.rise_cv import features, mask_moments
 from audit.maps import is_degenerate
 from audit.rise_masks import generate_masks
 from audit.spec import InputSpec
+from tests.explainers.rise_helpers import Constant
 
 SPEC = InputSpec(size=16, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # normalised == pixels
 
@@ -75,11 +76,7 @@ def test_control_variate_converges_to_the_plain_limit():
 
 
 def test_constant_model_still_degenerate_and_expectation_rejected():
-    class Constant(nn.Module):
-        def forward(self, x):
-            return torch.zeros(x.shape[0], 3)
-
-    maps = rise_maps(Constant(), torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), SPEC,
+    maps = rise_maps(Constant(3), torch.rand(2, 3, 16, 16), torch.tensor([0, 1]), SPEC,
                      RiseParams(n_masks=60, grid=4, estimator="control_variate"), seed=0)
     assert torch.isfinite(maps).all() and is_degenerate(maps).all()
     with pytest.raises(ValidationError, match="mask_sum"):

@@ -12,7 +12,7 @@ from audit.explainers.rise import RiseParams, rise_maps
 from audit.explainers.rise_logistic import LogisticControlVariate
 from audit.maps import is_degenerate
 from audit.spec import InputSpec
-from tests.explainers.rise_helpers import exact_limit, small_nonlinear_model
+from tests.explainers.rise_helpers import Constant, exact_limit, small_nonlinear_model
 
 SPEC = InputSpec(8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
@@ -72,12 +72,8 @@ def test_far_fewer_masks_on_a_saturating_model():
 
 
 def test_constant_model_stays_degenerate_and_expectation_is_refused():
-    class Constant(nn.Module):
-        def forward(self, x):
-            return torch.zeros(x.shape[0], 3)
-
     params = RiseParams(n_masks=64, grid=2, estimator="logistic_control_variate")
-    maps = rise_maps(Constant(), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), SPEC, params, seed=0)
+    maps = rise_maps(Constant(3), torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), SPEC, params, seed=0)
     assert torch.isfinite(maps).all() and is_degenerate(maps).all()
     torch.testing.assert_close(maps, torch.full_like(maps, 1 / 3), rtol=0, atol=1e-6)
     with pytest.raises(ValidationError, match="mask_sum"):
