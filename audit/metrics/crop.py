@@ -37,6 +37,14 @@ from audit.models.inference import target_probs
 from audit.registry import Params
 
 
+def _label(fg: torch.Tensor, connectivity: int) -> tuple[np.ndarray, int]:
+    """``scipy.ndimage.label`` of a (B, H, W) foreground in one call: a 3-D structure whose
+    only true entries are the 2-D neighbourhood, so no component links two images."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    return ndimage.label(fg.detach().cpu().numpy().astype(bool, copy=False), structure=structure)
+
+
 def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tensor:
     """(B, H, W) long labels of the foreground's connected components (0 = background).
 
@@ -48,9 +56,7 @@ def connected_components(fg: torch.Tensor, connectivity: int = 8) -> torch.Tenso
     tensor needed up to H x W max-pool rounds (13.9x the metric's forward passes, issue K).
     """
     b, h, w = fg.shape
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    structure[1] = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
-    found, count = ndimage.label(fg.detach().cpu().numpy().astype(bool, copy=False), structure=structure)
+    found, count = _label(fg, connectivity)
     found = torch.from_numpy(found.reshape(b, h * w)).long()
     # rename component k to (largest flat index of its pixels) + 1
     index = torch.arange(1, h * w + 1, dtype=torch.long).expand(b, -1)
@@ -105,6 +111,49 @@ def bounding_boxes(region: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=1, keepdim=True), box, full)
 
 
+def largest_component_boxes(fg: torch.Tensor, connectivity: int = 8,
+                            tie_key: torch.Tensor | Callable[[list[int]], torch.Tensor] | None = None
+                            ) -> torch.Tensor:
+    """(B, 4) inclusive (row0, row1, col0, col1) box of each foreground's largest connected
+    component, the full image where the foreground is empty: the same boxes as
+    ``bounding_boxes(largest_component(fg, connectivity, tie_key))``, computed for the batch in a
+    few numpy passes (one labelling, sizes by ``bincount``, the largest per image by sorting).
+    Only images whose largest size is tied take the exact path of :func:`largest_component`
+    (names and the tie key), so ``tie_key`` is asked for those images only. Issue K: about
+    6 ms -> 3 ms for 32 maps of 64 x 64 on one core (the tensor path renamed every component).
+    """
+    b, h, w = fg.shape
+    labels, count = _label(fg, connectivity)
+    flat = labels.reshape(b, h * w)
+    sizes = np.bincount(flat.ravel(), minlength=count + 1)
+    image_of = np.zeros(count + 1, dtype=np.int64)
+    image_of[flat] = np.arange(b)[:, None]  # a component lies in one image: every write agrees
+    names = np.arange(1, count + 1)
+    order = np.lexsort((sizes[1:], image_of[1:]))  # by image, then by size
+    image, size, name = image_of[1:][order], sizes[1:][order], names[order]
+    last = np.flatnonzero(np.r_[image[1:] != image[:-1], True]) if count else np.zeros(0, dtype=np.int64)
+    before = np.maximum(last - 1, 0)
+    tied = (last > 0) & (image[before] == image[last]) & (size[before] == size[last])
+    chosen = np.zeros(b, dtype=np.int64)  # 0: no component (the background label never wins)
+    chosen[image[last]] = name[last]
+    region = ((flat == chosen[:, None]) & (chosen[:, None] > 0)).reshape(b, h, w)
+    tied_images = [int(i) for i in image[last][tied]]
+    if tied_images:
+        sub_key = tie_key
+        if callable(tie_key):
+            def sub_key(rows: list[int]) -> torch.Tensor:
+                return tie_key([tied_images[r] for r in rows])
+        elif tie_key is not None:
+            sub_key = tie_key[tied_images]
+        region[tied_images] = largest_component(fg[tied_images].cpu(), connectivity, sub_key).numpy()
+    # the box as bounding_boxes gives it (numpy: a third of the time on these small arrays)
+    rows, cols = region.any(axis=2), region.any(axis=1)
+    box = np.stack([rows.argmax(axis=1), h - 1 - rows[:, ::-1].argmax(axis=1),
+                    cols.argmax(axis=1), w - 1 - cols[:, ::-1].argmax(axis=1)], axis=1)
+    box[~rows.any(axis=1)] = (0, h - 1, 0, w - 1)  # no component: the full image
+    return torch.from_numpy(box).long().to(fg.device)
+
+
 def _sample_coordinates(lo: torch.Tensor, hi: torch.Tensor, size: int) -> torch.Tensor:
     """(B, size) normalised [-1, 1] coordinates (pixel centres at the ends, align_corners=True) of
     ``size`` points evenly from pixel ``lo`` to pixel ``hi``, computed in float64."""
@@ -133,14 +182,18 @@ def salient_region(maps: torch.Tensor, threshold: str | float, connectivity: int
                    tie_key: torch.Tensor | Callable[[list[int]], torch.Tensor] | None = None) -> torch.Tensor:
     """(B, H, W) bool: largest connected component of the thresholded map (see
     :func:`largest_component` for ``tie_key``)."""
+    return largest_component(foreground(maps, threshold), connectivity, tie_key)
+
+
+def foreground(maps: torch.Tensor, threshold: str | float) -> torch.Tensor:
+    """(B, H, W) bool: the pixels above each map's mean (``"mean"``) or with min–max normalised
+    value ≥ ``threshold`` (a number in [0, 1])."""
     if threshold == "mean":
         # float64: a float32 mean is rounded to the nearest float32, which can be the map's
         # maximum itself when few pixels lie below it, leaving no pixel above the mean
         flat = maps.flatten(1).to(torch.float64)
-        fg = (flat > flat.mean(dim=1, keepdim=True)).view_as(maps)
-    else:
-        fg = minmax_normalize(maps.to(torch.float64)) >= float(threshold)
-    return largest_component(fg, connectivity, tie_key)
+        return (flat > flat.mean(dim=1, keepdim=True)).view_as(maps)
+    return minmax_normalize(maps.to(torch.float64)) >= float(threshold)
 
 
 @METRICS.register("crop")
@@ -179,9 +232,9 @@ class Crop(Metric):
 
         def key(rows: list[int]) -> torch.Tensor:  # drawn only for images whose sizes tie
             return random_scores(h * w + 1, inputs.seed, [ids[i] for i in rows], "crop-ties", x.device)
-        region = salient_region(maps, self.params.threshold, self.params.connectivity, key)
-        region = region & ~degenerate.view(-1, 1, 1)  # no region → the full-image box
-        boxes = bounding_boxes(region)
+        # a degenerate map marks no region: the full-image box
+        fg = foreground(maps, self.params.threshold) & ~degenerate.view(-1, 1, 1)
+        boxes = largest_component_boxes(fg, self.params.connectivity, key)
         area = ((boxes[:, 1] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 2] + 1)).to(torch.float64)
         area = area / (h * w)
         crops = crop_resize(x, boxes)

@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from audit.metrics.base import METRICS
-from audit.metrics.crop import bounding_boxes, connected_components, crop_resize, largest_component, salient_region
+from audit.metrics.crop import (
+    bounding_boxes,
+    connected_components,
+    crop_resize,
+    largest_component,
+    largest_component_boxes,
+    salient_region,
+)
 from tests.metrics.helpers import ConstantModel, make_inputs
 
 H = W = 32
@@ -16,6 +23,21 @@ def crop(maps, model, x=None, **params):
     x = torch.rand(maps.shape[0], 3, H, W) if x is None else x
     target = torch.zeros(maps.shape[0], dtype=torch.long)
     return METRICS.create("crop", params).compute(make_inputs(x, model, map_clean=maps, target=target))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_boxes_in_one_pass_equal_the_box_of_the_largest_component(connectivity):
+    # random foregrounds of every density and odd shapes, many with equal largest components
+    gen = torch.Generator().manual_seed(connectivity)
+    for _ in range(150):
+        b, h, w = (int(v) for v in torch.randint(1, 10, (3,), generator=gen))
+        fg = torch.rand(b, h, w, generator=gen) < float(torch.rand(1, generator=gen))
+        keys = torch.rand(b, h * w + 1, generator=gen, dtype=torch.float64)
+        for key in (None, keys):
+            expected = bounding_boxes(largest_component(fg, connectivity, key))
+            assert torch.equal(largest_component_boxes(fg, connectivity, key), expected)
+    empty = torch.zeros(2, 5, 7, dtype=torch.bool)
+    assert largest_component_boxes(empty).tolist() == [[0, 4, 0, 6]] * 2  # no component: the image
 
 
 def test_full_image_box_with_certain_class_scores_zero():

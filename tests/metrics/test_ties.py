@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audit.metrics.base import METRICS
-from audit.metrics.crop import largest_component
+from audit.metrics.crop import bounding_boxes, largest_component, largest_component_boxes
 from audit.spec import InputSpec
 from tests.metrics.helpers import BandModel, make_inputs, tiny_cnn
 
@@ -151,6 +151,33 @@ def test_crop_tie_keys_drawn_only_for_tied_images_choose_as_keys_for_all():
 
     assert torch.equal(largest_component(fg, 8, lazy), largest_component(fg, 8, keys.double()))
     assert asked == [[i for i in range(40) if i % 3]]  # keys for the tied images only
+
+
+def test_crop_boxes_in_one_pass_ask_tie_keys_for_the_tied_images_only():
+    fg = torch.zeros(40, 16, 16, dtype=torch.bool)
+    fg[:, 1:4, 1:4] = True
+    fg[:, 12:15, 12:15] = True
+    fg[::3, 1:4, 4] = True  # every third image: no tie
+    keys = torch.stack([torch.randperm(257, generator=torch.Generator().manual_seed(i)) for i in range(40)])
+    asked: list[list[int]] = []
+
+    def lazy(rows):
+        asked.append(rows)
+        return keys[rows].double()
+
+    expected = bounding_boxes(largest_component(fg, 8, keys.double()))
+    assert torch.equal(largest_component_boxes(fg, 8, lazy), expected)
+    assert asked == [[i for i in range(40) if i % 3]]  # rows of the batch, not of the tied subset
+    assert torch.equal(largest_component_boxes(fg, 8, keys.double()), expected)
+    assert {tuple(b) for b in expected.tolist()} == {(1, 3, 1, 4), (1, 3, 1, 3), (12, 14, 12, 14)}
+    # equal components that are not the largest are no tie
+    small = torch.zeros(3, 16, 16, dtype=torch.bool)
+    small[:, 0, 0] = small[:, 0, 15] = True  # two single pixels in every image
+    small[0, 5:8, 5:8] = True
+    small[2, 9:11, 2:4] = True
+    asked.clear()
+    assert largest_component_boxes(small, 8, lazy).tolist()[::2] == [[5, 7, 5, 7], [9, 10, 2, 3]]
+    assert asked == [[1]]  # image 1's two single pixels are its largest: the only tie
 
 
 def test_crop_metric_boxes_either_of_two_equal_components_by_the_cells_seed():
