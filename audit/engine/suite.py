@@ -318,7 +318,9 @@ def _check_plugins(suite: Suite, lines) -> list[tuple[int, str]]:
                     if error.get("type") == "extra_forbidden":
                         known = ", ".join(params_model.model_fields) or "none"
                         msg = f"unknown parameter; {item.plugin} takes: {known}"
-                    problems.append((line_of(lines, loc), f"{item.plugin}.{key}: {msg}"))
+                    # a model-level validator's error has no field: name the plugin alone
+                    where = f"{item.plugin}.{key}" if key else item.plugin
+                    problems.append((line_of(lines, loc), f"{where}: {msg}"))
     return problems
 
 

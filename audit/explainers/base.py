@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from audit.registry import Plugin, Registry
@@ -60,8 +61,12 @@ def check_attackable(name: str, params: dict, key: str) -> None:
     plugin = EXPLAINERS.get(name)
     try:
         plugin.Params.model_validate(params)
-    except Exception as exc:  # pydantic's message names the bad key
-        raise ValueError(f"{key} are not valid {name} parameters: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:  # the first problem, with its key (the message's last line is a URL)
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        what = ("unknown parameter" if error["type"] == "extra_forbidden"
+                else error["msg"].removeprefix("Value error, "))
+        raise ValueError(f"{key} are not valid {name} parameters: {f'{where}: ' if where else ''}{what}") from None
     if (reason := plugin.not_differentiable(dict(params))) is not None:
         raise ValueError(reason)
 

@@ -86,7 +86,10 @@ def _suite(tmp_path, attack: str, data: str = "{source: builtin:shapes, n: 4, ba
     ("manipulation: {target: rise}", "has no differentiable map"),
     ("manipulation: {target: smoothgrad}", "has no differentiable map"),
     ("manipulation: {target: gradcm}", "gradcam"),
-    ("manipulation: {target: gradcam, target_params: {layr: x}}", "target_params are not valid gradcam"),
+    ("manipulation: {target: gradcam, target_params: {layr: x}}",
+     "target_params are not valid gradcam parameters: layr: unknown parameter"),
+    ("manipulation: {target: saliency, target_params: {output: odds}}",
+     "target_params are not valid saliency parameters: output: Input should be"),
     ("manipulation: {fooling: sideways}", "fooling"),
 ])
 def test_bad_parameters_are_refused_at_their_line(tmp_path, attack, needle):

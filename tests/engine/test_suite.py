@@ -80,6 +80,13 @@ def test_wrong_parameter_and_unknown_parameter(tmp_path):
     assert any(":13: " in p and "sigma" in p for p in found)
 
 
+def test_a_whole_parameter_set_problem_names_the_plugin_alone(tmp_path):
+    # a model-level validator (not one field's) has no field name: no dangling "rise.:"
+    found = problems(tmp_path, BASE.replace("  - saliency\n  - id", "  - rise: {design: orthogonal, p: 0.3}\n  - id"))
+    assert found == [f"{tmp_path / 'suite.yaml'}:10: rise: design: orthogonal needs p: 0.5 (its cells are "
+                     "balanced fair coins), got p: 0.3; use design: iid for another p"]
+
+
 def test_every_problem_is_reported_with_its_line(tmp_path):
     text = BASE.replace("seed: 3", "seed: three").replace("  n: 4", "  n: 4\n  colour: red")
     found = problems(tmp_path, text)
