@@ -35,8 +35,9 @@ masking model) and far above 1 where something else costs (Python loops, per-ima
 the projected floor at N images is Σ prepare seconds + (N / n) × Σ the explain, attack and metric
 stages' floors (calls outside the stages are left out, though some of them grow with n too) — the
 time a run at N images cannot beat on this machine with this suite's settings, however well each
-stage is written (up to the few stages that call a cheaper network). The counts are exact for this run; scaling them assumes the per-image work does
-not depend on which images (early-stopping attacks, e.g. ``iterative_targeted``, vary a little).
+stage is written (up to the few stages that call a cheaper network). The counts are exact for
+this run; scaling them assumes the per-image work does not depend on which images
+(early-stopping attacks, e.g. ``iterative_targeted``, vary a little).
 
 The last line is one JSON object. Measure on an idle machine: the rates and the stage times must
 see the same machine.
@@ -221,8 +222,10 @@ def main() -> None:
         wall = timings.get("total", float("nan"))
     forward_s, graph_s = rates(model.model, model.spec.size, len(model.spec.mean), args.repeats)
 
-    def scale(stage: str) -> float:  # the trainings do not grow with the audited images
-        return 1.0 if stage.startswith("prepare") else n / counted_n
+    def scale(stage: str) -> float:
+        # the trainings do not grow with the audited images; calls outside the stages are shown
+        # as counted (mostly the report's sample curves, a fixed number of images)
+        return 1.0 if stage.startswith("prepare") or stage == OUTSIDE else n / counted_n
 
     stages = sorted(set(images) | {s for s in timings if s.split(" ")[0] in ("explain", "attack", "metric", "prepare")})
     rows = []
